@@ -1,0 +1,10 @@
+"""HTTP: the ASGI application, routing, and one module per resource family.
+
+Owns: turning a request into a service call and a service result into a Stripe object.
+`app` holds the request pipeline (size cap, auth, decoding, idempotency, errors); each
+resource module decodes its parameters, calls a service, and renders.
+Always true: one transaction per request, opened by the pipeline (so an idempotent response is
+stored in the same transaction as the change it describes); every failure leaves as Stripe's
+error envelope; a client never sees a traceback.
+May import: wire, services, engine (value types and rules), clock, ids.
+"""

@@ -1,0 +1,315 @@
+"""The ASGI application: the request pipeline every endpoint shares.
+
+Order: route -> body (1 MiB cap) -> auth -> decode -> [idempotency] -> one transaction
+(handler, unknown-parameter check, expand, render) -> response with Request-Id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import orjson
+
+from meterline import clock
+from meterline.engine.errors import RuleViolation
+from meterline.ids import request_id as new_request_id
+from meterline.services import ServiceError, unit
+from meterline.services import accounts as accounts_service
+from meterline.store import idempotency as idem
+from meterline.store.db import Database
+from meterline.store.repo import CursorMissing, Repo, Scope
+from meterline.wire import expand as expand_mod
+from meterline.wire.errors import StripeError, api_error
+from meterline.wire.form import decode, decode_form, parse_pairs
+from meterline.wire.params import Params
+
+from meterline.api.routing import Router
+
+log = logging.getLogger("meterline")
+
+DEFAULT_API_VERSION = "2026-10-28.endive"
+MAX_BODY = 1024 * 1024
+IDEMPOTENCY_TTL = 24 * 3600
+IDEMPOTENCY_STALE = 300  # an in-progress key older than this belonged to a worker that died
+INCLUDABLE = {"tiers"}
+
+
+@dataclass
+class Call:
+    """What a handler gets: its decoded parameters, path values, scope and transaction."""
+
+    params: Params
+    path: dict[str, str]
+    scope: Scope
+    url: str
+    repo: Repo
+    expand: list[str] = field(default_factory=list)
+    api_version: str = DEFAULT_API_VERSION
+    request_id: str = ""
+
+    def includes(self, name: str) -> bool:
+        return name in self.expand or f"data.{name}" in self.expand
+
+
+Handler = Callable[[Call], Any]
+Resolver = Callable[[Repo, str], dict[str, Any] | None]
+
+
+class _StoredFailure(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
+def to_stripe_error(exc: Exception) -> StripeError | None:
+    if isinstance(exc, StripeError):
+        return exc
+    if isinstance(exc, ServiceError):
+        return StripeError(exc.status, exc.message, code=exc.code, param=exc.param)
+    if isinstance(exc, RuleViolation):
+        return StripeError(400, exc.message, code=exc.code, param=exc.param)
+    if isinstance(exc, CursorMissing):
+        return StripeError(404, f"No such object: '{exc.id}'", code="resource_missing", param=exc.which)
+    return None
+
+
+class MeterlineApp:
+    def __init__(self, db: Database, router: Router, expanders: dict[tuple[str, str], Resolver]) -> None:
+        self.db = db
+        self.router = router
+        self.expanders = expanders
+        self._keys: dict[str, tuple[str, bool]] = {}
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    self.db.dispose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        rid = new_request_id()
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers[k.decode("latin-1")] = v.decode("latin-1")
+        version = headers.get("stripe-version") or DEFAULT_API_VERSION
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            status, body, extra = await self._handle(scope, receive, headers, rid, version)
+        except _StoredFailure as f:
+            status, body = f.status, f.body
+        except Exception as exc:  # every failure leaves as Stripe's envelope
+            err = to_stripe_error(exc)
+            if err is None:
+                log.exception("unexpected error in %s %s (request id %s)", scope["method"], scope["path"], rid)
+                err = api_error(rid)
+            status, body = err.status, _json(err.body())
+            extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        out_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"request-id", rid.encode()),
+            (b"stripe-version", version.encode("latin-1")),
+            *extra,
+        ]
+        idem_key = headers.get("idempotency-key")
+        if idem_key:
+            out_headers.append((b"idempotency-key", idem_key.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, headers: dict[str, str], rid: str, version: str):
+        method, path = scope["method"], scope["path"]
+        route, path_params, allowed = self.router.match(method, path)
+        if route is None:
+            if allowed:
+                raise StripeError(
+                    405,
+                    f"{path} does not support {method}; it supports {', '.join(sorted(allowed))}.",
+                    code="method_not_allowed",
+                    headers={"Allow": ", ".join(sorted(allowed))},
+                )
+            raise StripeError(
+                404,
+                f"Unrecognized request URL ({method}: {path}). meterline serves the endpoints listed in "
+                "docs/api-coverage.md.",
+            )
+        body = await self._read_body(receive, headers)
+        scope_ = await self._authenticate(headers)
+        return await anyio.to_thread.run_sync(
+            self._execute, route, path_params, scope_, method, path, scope.get("query_string", b""), body, headers, rid, version
+        )
+
+    async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            raise _too_large()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                break
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _too_large()
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    # -- auth ------------------------------------------------------------------------------------
+    async def _authenticate(self, headers: dict[str, str]) -> Scope:
+        key = _key_from(headers.get("authorization"))
+        found = self._keys.get(key)
+        if found is None:
+            found = await anyio.to_thread.run_sync(accounts_service.resolve_key, self.db, key)
+            if found is None:
+                hint = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:4] + "****"
+                raise StripeError(401, f"Invalid API Key provided: {hint}")
+            self._keys[key] = found
+        return Scope(found[0], found[1])
+
+    # -- one request, in a worker thread ------------------------------------------------------
+    def _decode(self, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if path.startswith("/v2/"):
+            if method in ("GET", "DELETE") or not body.strip():
+                data = decode_form(query)
+                return data, None
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise StripeError(400, f"The request body is not valid JSON: {exc}.", code="parameter_invalid")
+            if not isinstance(data, dict):
+                raise StripeError(400, "The request body must be a JSON object.", code="parameter_invalid")
+            return data, None
+        ctype = headers.get("content-type", "")
+        if method == "POST" and body and "json" in ctype:
+            raise StripeError(400, "v1 endpoints take application/x-www-form-urlencoded bodies (a[b]=c), not JSON.", code="parameter_invalid")
+        pairs = parse_pairs(query) if query else []
+        if method == "POST" and body:
+            pairs = pairs + parse_pairs(body)
+        return decode(pairs), pairs
+
+    def _execute(self, route, path_params, scope_: Scope, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str], rid: str, version: str):
+        data, pairs = self._decode(method, path, query, body, headers)
+        key = headers.get("idempotency-key") if method == "POST" else None
+        if not key:
+            return 200, self._run(route, data, path_params, scope_, path, rid, version), []
+        if len(key) > 255:
+            raise StripeError(400, "Idempotency-Key must be at most 255 characters long.", code="parameter_invalid", param="Idempotency-Key")
+        digest = hashlib.sha256(
+            method.encode() + b" " + path.encode() + b"\n" + (orjson.dumps(sorted(pairs)) if pairs is not None else orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+        ).hexdigest()
+        replay = self._claim(scope_, key, digest, rid)
+        if replay is not None:
+            return replay
+        try:
+            with unit(self.db, scope_, write=True) as repo:
+                out = self._call(route, data, path_params, scope_, path, rid, version, repo)
+                idem.complete(repo.conn, scope_, key, 200, out)
+            return 200, out, []
+        except Exception as exc:
+            err = to_stripe_error(exc)
+            if err is not None and err.status < 500:
+                with self.db.write(durable=False) as conn:
+                    idem.release(conn, scope_, key, rid)
+                raise
+            log.exception("unexpected error in %s %s (request id %s)", method, path, rid)
+            failure = _json(api_error(rid).body())
+            with self.db.write() as conn:
+                idem.complete(conn, scope_, key, 500, failure)
+            raise _StoredFailure(500, failure) from exc
+
+    def _claim(self, scope_: Scope, key: str, digest: str, rid: str):
+        now = clock.now()
+        with self.db.write(durable=False) as conn:
+            if idem.claim(conn, scope_, key, digest, rid, now):
+                return None
+            row = idem.load(conn, scope_, key)
+            if row is None or row["created"] < now - IDEMPOTENCY_TTL or (row["status"] is None and row["created"] < now - IDEMPOTENCY_STALE):
+                if row is None:
+                    idem.claim(conn, scope_, key, digest, rid, now)
+                else:
+                    idem.restart(conn, scope_, key, digest, rid, now)
+                return None
+            if row["request_hash"] != digest:
+                raise StripeError(
+                    400,
+                    f"Keys for idempotent requests can only be used with the same parameters they were first used with. "
+                    f"Try using a key other than '{key}' if you meant to execute a different request.",
+                    type="idempotency_error",
+                )
+            if row["status"] is None:
+                raise StripeError(
+                    409,
+                    f"There is currently another in-progress request using this Idempotency-Key ({key}); "
+                    "retry this request after that one completes.",
+                    type="idempotency_error",
+                    code="idempotency_key_in_use",
+                )
+            return row["status"], bytes(row["response"]), [(b"idempotent-replayed", b"true"), (b"original-request", row["request_id"].encode())]
+
+    def _run(self, route, data, path_params, scope_: Scope, path: str, rid: str, version: str) -> bytes:
+        with unit(self.db, scope_, write=route.write) as repo:
+            return self._call(route, data, path_params, scope_, path, rid, version, repo)
+
+    def _call(self, route, data, path_params, scope_: Scope, path: str, rid: str, version: str, repo: Repo) -> bytes:
+        params = Params(data)
+        expand = params.str_list("expand") or []
+        expand_mod.check_paths(expand)
+        call = Call(params, path_params, scope_, path, repo, expand, version, rid)
+        result = route.handler(call)
+        params.done()
+        walk = [p for p in expand if p.split(".")[-1] not in INCLUDABLE]
+        if walk:
+            expand_mod.apply(result, walk, lambda obj, fld, id: self._resolve(repo, obj, fld, id))
+        return _json(result)
+
+    def _resolve(self, repo: Repo, obj: str, fld: str, id: str) -> dict[str, Any] | None:
+        fn = self.expanders.get((obj, fld))
+        return fn(repo, id) if fn is not None else None
+
+
+def _too_large() -> StripeError:
+    return StripeError(413, f"The request body is larger than the limit of {MAX_BODY} bytes (1 MiB).", code="request_too_large")
+
+
+def _key_from(auth: str | None) -> str:
+    if not auth:
+        raise StripeError(
+            401,
+            "You did not provide an API key. Send your secret key in the Authorization header, using Bearer auth "
+            "(Authorization: Bearer sk_test_...) or HTTP Basic with the key as the user name.",
+        )
+    scheme, _, value = auth.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            user = base64.b64decode(value, validate=True).decode().partition(":")[0]
+        except Exception:
+            user = ""
+        if user:
+            return user
+    raise StripeError(
+        401,
+        "Invalid Authorization header. Use 'Authorization: Bearer sk_test_...' or HTTP Basic with your secret key as the user name.",
+    )

@@ -1,0 +1,27 @@
+"""Assemble the application: the router with every resource module, and the expanders."""
+
+from __future__ import annotations
+
+import os
+
+from meterline.api import catalog, customers
+from meterline.api.app import MeterlineApp
+from meterline.api.routing import Router
+from meterline.store.db import DEFAULT_URL, Database
+
+MODULES = (customers, catalog)
+
+
+def build_app(database_url: str) -> MeterlineApp:
+    router = Router()
+    expanders = {}
+    for module in MODULES:
+        module.register(router)
+        if hasattr(module, "expanders"):
+            expanders.update(module.expanders())
+    return MeterlineApp(Database(database_url), router, expanders)
+
+
+def create_app() -> MeterlineApp:
+    """The uvicorn factory: each worker process builds its own app from the environment."""
+    return build_app(os.environ.get("METERLINE_DATABASE_URL", DEFAULT_URL))

@@ -1,0 +1,57 @@
+"""A small router: static segments and `{name}` placeholders, one table for every method."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    write: bool
+    regex: re.Pattern[str]
+
+
+def compile_path(path: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+    return re.compile(f"^{pattern}$")
+
+
+class Router:
+    def __init__(self) -> None:
+        self.static: dict[tuple[str, str], Route] = {}
+        self.dynamic: list[Route] = []
+        self.paths: dict[str, set[str]] = {}
+
+    def add(self, method: str, path: str, handler: Callable[..., Any], *, write: bool | None = None) -> None:
+        route = Route(method, path, handler, method != "GET" if write is None else write, compile_path(path))
+        if "{" in path:
+            self.dynamic.append(route)
+        else:
+            self.static[(method, path)] = route
+        self.paths.setdefault(path, set()).add(method)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], set[str]]:
+        """(route, path params, allowed methods for this path if the method did not match)."""
+        route = self.static.get((method, path))
+        if route is not None:
+            return route, {}, set()
+        allowed: set[str] = set()
+        for r in self.dynamic:
+            m = r.regex.match(path)
+            if m is None:
+                continue
+            if r.method == method:
+                # a static path of another method wins over a placeholder (e.g. /v1/customers/search)
+                if (path not in self.paths) or method in self.paths.get(path, ()):
+                    return r, m.groupdict(), set()
+            allowed.add(r.method)
+        for (meth, p) in self.static:
+            if p == path:
+                allowed.add(meth)
+        return None, {}, allowed

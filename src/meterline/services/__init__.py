@@ -1,0 +1,37 @@
+"""Use cases: each function runs inside one request's transaction (a `Repo`), loads, applies the
+engine's rules, and stores. The only place where business steps are sequenced.
+
+Always true: a service raises `ServiceError` (or the engine's `RuleViolation`) before it writes
+anything it would have to undo, and the caller's transaction makes a failure change nothing.
+May import: engine, store, clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from meterline.store.db import Database
+from meterline.store.repo import Repo, Scope
+
+
+class ServiceError(Exception):
+    """A request that the current state refuses (not found, in use, conflict)."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+def not_found(kind: str, id: str, param: str = "id") -> ServiceError:
+    return ServiceError(404, f"No such {kind}: '{id}'", code="resource_missing", param=param)
+
+
+@contextmanager
+def unit(db: Database, scope: Scope, *, write: bool) -> Iterator[Repo]:
+    """One transaction for one request: committed on success, rolled back on any exception."""
+    with (db.write() if write else db.read()) as conn:
+        yield Repo(conn, scope)

@@ -1,0 +1,77 @@
+"""Customers: create, retrieve, update, delete (soft: a deleted customer reads as deleted), list."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+
+from meterline import clock
+from meterline.ids import new_id
+from meterline.services import ServiceError, not_found
+from meterline.store.repo import Repo
+from meterline.store.tables import customers as t
+
+_UPPER = string.ascii_uppercase + string.digits
+
+
+def _test_clock_refused(test_clock: str) -> ServiceError:
+    return ServiceError(
+        400,
+        f"test_clock {test_clock!r} cannot be used yet: this meterline release does not have test clocks. "
+        "Create the customer without test_clock.",
+        code="parameter_invalid",
+        param="test_clock",
+    )
+
+
+def create(repo: Repo, values: dict[str, Any], metadata: dict[str, str]) -> RowMapping:
+    if values.get("test_clock"):
+        raise _test_clock_refused(values["test_clock"])
+    cid = new_id("cus", 14)
+    row = dict(
+        id=cid,
+        created=clock.now(),
+        deleted=False,
+        email=values.get("email"),
+        name=values.get("name"),
+        description=values.get("description"),
+        phone=values.get("phone"),
+        address=values.get("address"),
+        preferred_locales=values.get("preferred_locales") or [],
+        invoice_prefix=values.get("invoice_prefix") or "".join(secrets.choice(_UPPER) for _ in range(8)),
+        metadata=metadata,
+        test_clock=None,
+    )
+    repo.insert(t, row)
+    return repo.get(t, cid)  # type: ignore[return-value]
+
+
+def get(repo: Repo, cid: str, *, param: str = "id", allow_deleted: bool = True) -> RowMapping:
+    row = repo.get(t, cid)
+    if row is None or (row["deleted"] and not allow_deleted):
+        raise not_found("customer", cid, param)
+    return row
+
+
+def update(repo: Repo, cid: str, values: dict[str, Any], metadata_change: Any) -> RowMapping:
+    row = get(repo, cid, allow_deleted=False)
+    changes = dict(values)
+    if metadata_change is not None:
+        changes["metadata"] = metadata_change(row["metadata"])
+    repo.update(t, cid, changes)
+    return repo.get(t, cid)  # type: ignore[return-value]
+
+
+def delete(repo: Repo, cid: str) -> None:
+    get(repo, cid, allow_deleted=False)
+    repo.update(t, cid, {"deleted": True})
+
+
+def list_(repo: Repo, *, email: str | None, limit: int, starting_after: str | None, ending_before: str | None):
+    where = [t.c.deleted.is_(False)]
+    if email is not None:
+        where.append(t.c.email == email)
+    return repo.page(t, where, limit=limit, starting_after=starting_after, ending_before=ending_before)

@@ -1,0 +1,123 @@
+"""The platform: accounts, keys, idempotency, customers, products, prices.
+
+Revision ID: 0001
+Revises:
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from meterline.store.types import DecimalText
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+
+def _owned(name, *cols, indexes=()):
+    op.create_table(
+        name,
+        sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(255), nullable=False),
+        sa.Column("account_id", sa.String(64), nullable=False),
+        sa.Column("livemode", sa.Boolean, nullable=False),
+        sa.Column("created", sa.BigInteger, nullable=False),
+        *cols,
+        sa.UniqueConstraint("account_id", "livemode", "id", name=f"uq_{name}_id"),
+    )
+    op.create_index(f"ix_{name}_list", name, ["account_id", "livemode", "created", "seq"])
+    for ix_name, columns, unique in indexes:
+        op.create_index(ix_name, name, columns, unique=unique)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "accounts",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created", sa.BigInteger, nullable=False),
+        sa.Column("is_default", sa.Boolean, nullable=False),
+    )
+    op.create_table(
+        "api_keys",
+        sa.Column("key_hash", sa.String(64), primary_key=True),
+        sa.Column("account_id", sa.String(64), sa.ForeignKey("accounts.id"), nullable=False),
+        sa.Column("livemode", sa.Boolean, nullable=False),
+        sa.Column("key_hint", sa.String(32), nullable=False),
+        sa.Column("created", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("account_id", sa.String(64), primary_key=True),
+        sa.Column("livemode", sa.Boolean, primary_key=True),
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("request_hash", sa.String(64), nullable=False),
+        sa.Column("created", sa.BigInteger, nullable=False),
+        sa.Column("status", sa.Integer, nullable=True),
+        sa.Column("response", sa.LargeBinary, nullable=True),
+        sa.Column("request_id", sa.String(64), nullable=False),
+    )
+    _owned(
+        "customers",
+        sa.Column("deleted", sa.Boolean, nullable=False),
+        sa.Column("email", sa.String(512)),
+        sa.Column("name", sa.String(256)),
+        sa.Column("description", sa.Text),
+        sa.Column("phone", sa.String(64)),
+        sa.Column("address", sa.JSON),
+        sa.Column("preferred_locales", sa.JSON),
+        sa.Column("invoice_prefix", sa.String(32)),
+        sa.Column("metadata", sa.JSON, nullable=False),
+        sa.Column("test_clock", sa.String(255)),
+        indexes=[("ix_customers_email", ["account_id", "livemode", "email"], False)],
+    )
+    _owned(
+        "products",
+        sa.Column("updated", sa.BigInteger, nullable=False),
+        sa.Column("deleted", sa.Boolean, nullable=False),
+        sa.Column("active", sa.Boolean, nullable=False),
+        sa.Column("name", sa.String(512), nullable=False),
+        sa.Column("description", sa.Text),
+        sa.Column("images", sa.JSON, nullable=False),
+        sa.Column("unit_label", sa.String(64)),
+        sa.Column("url", sa.String(2048)),
+        sa.Column("statement_descriptor", sa.String(64)),
+        sa.Column("shippable", sa.Boolean),
+        sa.Column("default_price", sa.String(255)),
+        sa.Column("metadata", sa.JSON, nullable=False),
+    )
+    _owned(
+        "prices",
+        sa.Column("deleted", sa.Boolean, nullable=False),
+        sa.Column("active", sa.Boolean, nullable=False),
+        sa.Column("product", sa.String(255), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("billing_scheme", sa.String(16), nullable=False),
+        sa.Column("unit_amount", sa.BigInteger),
+        sa.Column("unit_amount_decimal", DecimalText),
+        sa.Column("tiers", sa.JSON),
+        sa.Column("tiers_mode", sa.String(16)),
+        sa.Column("transform_divide_by", sa.BigInteger),
+        sa.Column("transform_round", sa.String(8)),
+        sa.Column("interval", sa.String(8)),
+        sa.Column("interval_count", sa.Integer),
+        sa.Column("usage_type", sa.String(16)),
+        sa.Column("meter", sa.String(255)),
+        sa.Column("trial_period_days", sa.Integer),
+        sa.Column("nickname", sa.String(512)),
+        sa.Column("lookup_key", sa.String(200)),
+        sa.Column("tax_behavior", sa.String(16), nullable=False),
+        sa.Column("metadata", sa.JSON, nullable=False),
+        indexes=[
+            ("ix_prices_product", ["account_id", "livemode", "product"], False),
+            ("uq_prices_lookup_key", ["account_id", "livemode", "lookup_key"], True),
+        ],
+    )
+
+
+def downgrade() -> None:
+    for name in ("prices", "products", "customers", "idempotency_keys", "api_keys", "accounts"):
+        op.drop_table(name)
