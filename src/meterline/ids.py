@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
+_rng = random.SystemRandom()  # os.urandom underneath: unguessable ids
 
 
 def random_token(n: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+    return "".join(_rng.choices(_ALPHABET, k=n))
 
 
 def new_id(prefix: str, n: int = 24) -> str:

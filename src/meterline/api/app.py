@@ -36,7 +36,6 @@ log = logging.getLogger("meterline")
 DEFAULT_API_VERSION = "2026-10-28.endive"
 MAX_BODY = 1024 * 1024
 IDEMPOTENCY_TTL = 24 * 3600
-IDEMPOTENCY_STALE = 300  # an in-progress key older than this belonged to a worker that died
 INCLUDABLE = {"tiers"}
 
 
@@ -151,9 +150,12 @@ class MeterlineApp:
             )
         body = await self._read_body(receive, headers)
         scope_ = await self._authenticate(headers)
-        return await anyio.to_thread.run_sync(
-            self._execute, route, path_params, scope_, method, path, scope.get("query_string", b""), body, headers, rid, version
-        )
+        args = (route, path_params, scope_, method, path, scope.get("query_string", b""), body, headers, rid, version)
+        if route.offload:
+            return await anyio.to_thread.run_sync(self._execute, *args)
+        # Point reads and writes take tens of microseconds: running them on the event loop
+        # costs less than a hop to a thread.
+        return self._execute(*args)
 
     async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
         length = headers.get("content-length")
@@ -179,7 +181,7 @@ class MeterlineApp:
         key = _key_from(headers.get("authorization"))
         found = self._keys.get(key)
         if found is None:
-            found = await anyio.to_thread.run_sync(accounts_service.resolve_key, self.db, key)
+            found = accounts_service.resolve_key(self.db, key)
             if found is None:
                 hint = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:4] + "****"
                 raise StripeError(401, f"Invalid API Key provided: {hint}")
@@ -217,54 +219,54 @@ class MeterlineApp:
         digest = hashlib.sha256(
             method.encode() + b" " + path.encode() + b"\n" + (orjson.dumps(sorted(pairs)) if pairs is not None else orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
         ).hexdigest()
-        replay = self._claim(scope_, key, digest, rid)
-        if replay is not None:
-            return replay
         try:
+            # One transaction: look the key up, run the request, store its response with its change.
             with unit(self.db, scope_, write=True) as repo:
+                replay = self._check_key(repo, scope_, key, digest)
+                if replay is not None:
+                    return replay
                 out = self._call(route, data, path_params, scope_, path, rid, version, repo)
-                idem.complete(repo.conn, scope_, key, 200, out)
+                idem.store(repo.conn, scope_, key, digest, rid, clock.now(), 200, out)
             return 200, out, []
         except Exception as exc:
             err = to_stripe_error(exc)
-            if err is not None and err.status < 500:
-                with self.db.write(durable=False) as conn:
-                    idem.release(conn, scope_, key, rid)
-                raise
+            if err is not None:
+                raise  # validation and state errors are not stored: nothing executed
             log.exception("unexpected error in %s %s (request id %s)", method, path, rid)
             failure = _json(api_error(rid).body())
-            with self.db.write() as conn:
-                idem.complete(conn, scope_, key, 500, failure)
+            try:
+                with self.db.write() as conn:
+                    idem.store(conn, scope_, key, digest, rid, clock.now(), 500, failure)
+            except Exception:  # the 500 is still answered; a retry will run again
+                log.exception("could not store the failed response for idempotency key (request id %s)", rid)
             raise _StoredFailure(500, failure) from exc
 
-    def _claim(self, scope_: Scope, key: str, digest: str, rid: str):
-        now = clock.now()
-        with self.db.write(durable=False) as conn:
-            if idem.claim(conn, scope_, key, digest, rid, now):
-                return None
-            row = idem.load(conn, scope_, key)
-            if row is None or row["created"] < now - IDEMPOTENCY_TTL or (row["status"] is None and row["created"] < now - IDEMPOTENCY_STALE):
-                if row is None:
-                    idem.claim(conn, scope_, key, digest, rid, now)
-                else:
-                    idem.restart(conn, scope_, key, digest, rid, now)
-                return None
-            if row["request_hash"] != digest:
-                raise StripeError(
-                    400,
-                    f"Keys for idempotent requests can only be used with the same parameters they were first used with. "
-                    f"Try using a key other than '{key}' if you meant to execute a different request.",
-                    type="idempotency_error",
-                )
-            if row["status"] is None:
-                raise StripeError(
-                    409,
-                    f"There is currently another in-progress request using this Idempotency-Key ({key}); "
-                    "retry this request after that one completes.",
-                    type="idempotency_error",
-                    code="idempotency_key_in_use",
-                )
-            return row["status"], bytes(row["response"]), [(b"idempotent-replayed", b"true"), (b"original-request", row["request_id"].encode())]
+    def _check_key(self, repo: Repo, scope_: Scope, key: str, digest: str):
+        """None to proceed; else the stored (status, body, headers) to replay. Raises 409 while
+        another request holds the key (PostgreSQL; SQLite serializes writers, so a duplicate
+        waits for the first and replays it) and 400 when the parameters differ."""
+        if not idem.lock(repo.conn, scope_, key):
+            raise StripeError(
+                409,
+                f"There is currently another in-progress request using this Idempotency-Key ({key}); "
+                "retry this request after that one completes.",
+                type="idempotency_error",
+                code="idempotency_key_in_use",
+            )
+        row = idem.load(repo.conn, scope_, key)
+        if row is None:
+            return None
+        if row["created"] < clock.now() - IDEMPOTENCY_TTL:
+            idem.forget(repo.conn, scope_, key)
+            return None
+        if row["request_hash"] != digest:
+            raise StripeError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they were first used with. "
+                f"Try using a key other than '{key}' if you meant to execute a different request.",
+                type="idempotency_error",
+            )
+        return row["status"], bytes(row["response"]), [(b"idempotent-replayed", b"true"), (b"original-request", row["request_id"].encode())]
 
     def _run(self, route, data, path_params, scope_: Scope, path: str, rid: str, version: str) -> bytes:
         with unit(self.db, scope_, write=route.write) as repo:

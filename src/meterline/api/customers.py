@@ -49,7 +49,7 @@ def create(call: Call) -> dict[str, Any]:
 
 def retrieve(call: Call) -> dict[str, Any]:
     call.params.done()
-    return render.customer(svc.get(call.repo, call.path["customer"], param="customer"))
+    return render.customer(svc.get(call.repo, call.path["customer"]))
 
 
 def update(call: Call) -> dict[str, Any]:

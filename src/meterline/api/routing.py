@@ -14,6 +14,7 @@ class Route:
     path: str
     handler: Callable[..., Any]
     write: bool
+    offload: bool
     regex: re.Pattern[str]
 
 
@@ -28,8 +29,9 @@ class Router:
         self.dynamic: list[Route] = []
         self.paths: dict[str, set[str]] = {}
 
-    def add(self, method: str, path: str, handler: Callable[..., Any], *, write: bool | None = None) -> None:
-        route = Route(method, path, handler, method != "GET" if write is None else write, compile_path(path))
+    def add(self, method: str, path: str, handler: Callable[..., Any], *, write: bool | None = None, offload: bool = False) -> None:
+        """`offload=True` runs the handler on a worker thread (for work longer than a few ms)."""
+        route = Route(method, path, handler, method != "GET" if write is None else write, offload, compile_path(path))
         if "{" in path:
             self.dynamic.append(route)
         else:

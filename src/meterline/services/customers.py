@@ -45,8 +45,7 @@ def create(repo: Repo, values: dict[str, Any], metadata: dict[str, str]) -> RowM
         metadata=metadata,
         test_clock=None,
     )
-    repo.insert(t, row)
-    return repo.get(t, cid)  # type: ignore[return-value]
+    return repo.insert(t, row)
 
 
 def get(repo: Repo, cid: str, *, param: str = "id", allow_deleted: bool = True) -> RowMapping:

@@ -1,62 +1,72 @@
-"""Stored idempotent responses: insert-if-absent per dialect, look-up, completion."""
+"""Stored idempotent responses: the per-dialect key lock, look-up and storage.
+
+A response is stored in the same transaction as the change it reports, so a replay can never
+describe a change that did not commit, and a change can never commit without its response.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from meterline.store.repo import Scope
 from meterline.store.tables import idempotency_keys as t
 
 
-def _insert_ignore_sqlite(conn: Connection, values: dict[str, Any]) -> bool:
-    return conn.execute(sqlite_insert(t).values(**values).on_conflict_do_nothing().returning(t.c.key)).first() is not None
+def _lock_sqlite(conn: Connection, scope: Scope, key: str) -> bool:
+    return True  # the transaction already holds SQLite's single write lock
 
 
-def _insert_ignore_postgresql(conn: Connection, values: dict[str, Any]) -> bool:
-    return conn.execute(pg_insert(t).values(**values).on_conflict_do_nothing().returning(t.c.key)).first() is not None
+def _lock_postgresql(conn: Connection, scope: Scope, key: str) -> bool:
+    digest = hashlib.sha256(f"{scope.account_id}|{scope.livemode}|{key}".encode()).digest()
+    n = int.from_bytes(digest[:8], "big", signed=True)
+    return bool(conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%(n)s)", {"n": n}).scalar())
 
 
-_INSERT_IGNORE = {"sqlite": _insert_ignore_sqlite, "postgresql": _insert_ignore_postgresql}
+_LOCK = {"sqlite": _lock_sqlite, "postgresql": _lock_postgresql}
 
 
-def _key(scope: Scope, key: str) -> list[Any]:
-    return [t.c.account_id == scope.account_id, t.c.livemode == scope.livemode, t.c.key == key]
+def lock(conn: Connection, scope: Scope, key: str) -> bool:
+    """Hold the key for this transaction; False when another transaction holds it."""
+    return _LOCK[conn.dialect.name](conn, scope, key)
 
 
-def claim(conn: Connection, scope: Scope, key: str, request_hash: str, request_id: str, now: int) -> bool:
-    """Insert an in-progress marker; False when the key already has a row."""
-    values = dict(
-        account_id=scope.account_id, livemode=scope.livemode, key=key, request_hash=request_hash,
-        created=now, status=None, response=None, request_id=request_id,
-    )
-    return _INSERT_IGNORE[conn.dialect.name](conn, values)
+_COLUMNS = "account_id, livemode, key, request_hash, created, status, response, request_id"
+_SQL = {
+    dialect: {
+        "load": f"SELECT request_hash, created, status, response, request_id FROM idempotency_keys "
+        f"WHERE account_id = {ph} AND livemode = {ph} AND key = {ph}",
+        "forget": f"DELETE FROM idempotency_keys WHERE account_id = {ph} AND livemode = {ph} AND key = {ph}",
+        "store": f"INSERT INTO idempotency_keys ({_COLUMNS}) VALUES ({', '.join([ph] * 8)})",
+    }
+    for dialect, ph in (("sqlite", "?"), ("postgresql", "%s"))
+}
 
 
-def load(conn: Connection, scope: Scope, key: str) -> RowMapping | None:
-    return conn.execute(sa.select(t).where(*_key(scope, key))).mappings().first()
+def _run(conn: Connection, name: str, params: tuple[Any, ...]) -> Any:
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(_SQL[conn.dialect.name][name], params)
+        return cur.fetchone() if name == "load" else None
+    finally:
+        cur.close()
 
 
-def restart(conn: Connection, scope: Scope, key: str, request_hash: str, request_id: str, now: int) -> None:
-    """Take over an expired or abandoned key as a new in-progress marker."""
-    conn.execute(
-        t.update().where(*_key(scope, key)).values(
-            request_hash=request_hash, created=now, status=None, response=None, request_id=request_id
-        )
-    )
+def load(conn: Connection, scope: Scope, key: str) -> dict[str, Any] | None:
+    row = _run(conn, "load", (scope.account_id, scope.livemode, key))
+    if row is None:
+        return None
+    return dict(zip(("request_hash", "created", "status", "response", "request_id"), row))
 
 
-def complete(conn: Connection, scope: Scope, key: str, status: int, response: bytes) -> None:
-    conn.execute(t.update().where(*_key(scope, key)).values(status=status, response=response))
+def forget(conn: Connection, scope: Scope, key: str) -> None:
+    _run(conn, "forget", (scope.account_id, scope.livemode, key))
 
 
-def release(conn: Connection, scope: Scope, key: str, request_id: str) -> None:
-    """Forget an in-progress marker (the request failed validation: nothing is stored)."""
-    conn.execute(t.delete().where(*_key(scope, key), t.c.request_id == request_id, t.c.status.is_(None)))
+def store(conn: Connection, scope: Scope, key: str, request_hash: str, request_id: str, now: int, status: int, response: bytes) -> None:
+    _run(conn, "store", (scope.account_id, scope.livemode, key, request_hash, now, status, response, request_id))
 
 
 def purge_expired(conn: Connection, before: int) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from meterline.store.fast import compiled
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -38,11 +40,18 @@ class Repo:
     def select(self, table: sa.Table, *where: Any) -> sa.Select:
         return sa.select(table).where(*self._own(table), *where)
 
-    def get(self, table: sa.Table, id: str, *, for_update: bool = False) -> RowMapping | None:
-        q = self.select(table, table.c.id == id)
-        if for_update and self.dialect == "postgresql":
-            q = q.with_for_update()
-        return self.conn.execute(q).mappings().first()
+    def _cursor(self) -> Any:
+        return self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def get(self, table: sa.Table, id: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        ct = compiled(table, self.conn.dialect)
+        cur = self._cursor()
+        try:
+            cur.execute(ct.get_for_update_sql if for_update else ct.get_sql, (self.scope.account_id, self.scope.livemode, id))
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return ct.decode(row) if row is not None else None
 
     def first(self, table: sa.Table, *where: Any) -> RowMapping | None:
         return self.conn.execute(self.select(table, *where).limit(1)).mappings().first()
@@ -51,16 +60,29 @@ class Repo:
         q = sa.select(sa.literal(1)).select_from(table).where(*self._own(table), *where).limit(1)
         return self.conn.execute(q).first() is not None
 
-    def insert(self, table: sa.Table, values: dict[str, Any]) -> None:
-        self.conn.execute(
-            table.insert().values(account_id=self.scope.account_id, livemode=self.scope.livemode, **values)
-        )
+    def insert(self, table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+        """Insert one row of this scope; returns the row as stored (without `seq`)."""
+        ct = compiled(table, self.conn.dialect)
+        row = {**ct.defaults, **values, "account_id": self.scope.account_id, "livemode": self.scope.livemode}
+        cur = self._cursor()
+        try:
+            cur.execute(ct.insert_sql, ct.insert_params(row))
+        finally:
+            cur.close()
+        return row
 
     def update(self, table: sa.Table, id: str, values: dict[str, Any]) -> int:
         if not values:
             return 0
-        q = table.update().where(*self._own(table), table.c.id == id).values(**values)
-        return self.conn.execute(q).rowcount
+        ct = compiled(table, self.conn.dialect)
+        names = list(values)
+        params = [ct.encode(n, values[n]) for n in names] + [self.scope.account_id, self.scope.livemode, id]
+        cur = self._cursor()
+        try:
+            cur.execute(ct.update_sql(names), params)
+            return cur.rowcount
+        finally:
+            cur.close()
 
     def update_where(self, table: sa.Table, where: Sequence[Any], values: dict[str, Any]) -> int:
         q = table.update().where(*self._own(table), *where).values(**values)

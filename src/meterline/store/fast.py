@@ -1,0 +1,111 @@
+"""Precompiled point statements (get, insert, update by id) run on the DBAPI cursor.
+
+The request hot path (retrieve, create) spends most of its time in statement construction and
+result processing when it goes through SQLAlchemy's general machinery; these statements are
+built once per table and dialect, and rows are converted with the same types SQLAlchemy would
+give (bool, JSON, exact Decimal). Everything here is still scoped by `Repo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from meterline.store.types import DecimalText
+
+
+def _json_out(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (bytes, str)):
+        return orjson.loads(v)
+    return v  # psycopg already decoded json
+
+
+def _json_in(v: Any) -> Any:
+    return None if v is None else orjson.dumps(v).decode()
+
+
+def _bool_out(v: Any) -> Any:
+    return None if v is None else bool(v)
+
+
+def _dec_out(v: Any) -> Any:
+    return None if v is None else Decimal(v)
+
+
+def _dec_in_sqlite(v: Any) -> Any:
+    return None if v is None else str(Decimal(v))
+
+
+def _dec_in_pg(v: Any) -> Any:
+    return None if v is None else Decimal(v)
+
+
+class CompiledTable:
+    def __init__(self, table: sa.Table, dialect: str, quote: Callable[[str], str]) -> None:
+        self.table = table
+        self.columns = [c.name for c in table.columns]
+        self.insert_columns = [c for c in self.columns if c != "seq"]
+        ph = "?" if dialect == "sqlite" else "%s"
+        self.ph = ph
+        self.quote = quote
+        cols = ", ".join(quote(c) for c in self.columns)
+        name = quote(table.name)
+        self.get_sql = f"SELECT {cols} FROM {name} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
+        self.get_for_update_sql = self.get_sql + (" FOR UPDATE" if dialect == "postgresql" else "")
+        ins = ", ".join(quote(c) for c in self.insert_columns)
+        self.insert_sql = f"INSERT INTO {name} ({ins}) VALUES ({', '.join([ph] * len(self.insert_columns))})"
+        self.name = name
+        self.defaults = {
+            c.name: c.default.arg for c in table.columns if c.default is not None and getattr(c.default, "is_scalar", False)
+        }
+        self.decoders: list[tuple[int, str, Callable[[Any], Any] | None]] = []
+        self.encoders: dict[str, Callable[[Any], Any]] = {}
+        for i, c in enumerate(table.columns):
+            dec: Callable[[Any], Any] | None = None
+            if isinstance(c.type, sa.JSON):
+                dec = _json_out
+                self.encoders[c.name] = _json_in
+            elif isinstance(c.type, sa.Boolean):
+                dec = _bool_out if dialect == "sqlite" else None
+            elif isinstance(c.type, DecimalText):
+                dec = _dec_out
+                self.encoders[c.name] = _dec_in_sqlite if dialect == "sqlite" else _dec_in_pg
+            self.decoders.append((i, c.name, dec))
+
+    def decode(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        out = {}
+        for i, name, dec in self.decoders:
+            v = row[i]
+            out[name] = dec(v) if dec is not None and v is not None else v
+        return out
+
+    def encode(self, name: str, v: Any) -> Any:
+        enc = self.encoders.get(name)
+        return enc(v) if enc is not None else v
+
+    def insert_params(self, values: dict[str, Any]) -> list[Any]:
+        d = self.defaults
+        return [self.encode(c, values[c] if c in values else d.get(c)) for c in self.insert_columns]
+
+    def update_sql(self, names: list[str]) -> str:
+        sets = ", ".join(f"{self.quote(n)} = {self.ph}" for n in names)
+        ph = self.ph
+        return f"UPDATE {self.name} SET {sets} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
+
+
+_cache: dict[tuple[str, str], CompiledTable] = {}
+
+
+def compiled(table: sa.Table, dialect: Any) -> CompiledTable:
+    key = (table.name, dialect.name)
+    ct = _cache.get(key)
+    if ct is None:
+        ct = CompiledTable(table, dialect.name, dialect.identifier_preparer.quote)
+        _cache[key] = ct
+    return ct
