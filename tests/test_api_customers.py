@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import stripe
+
 from openapi_check import assert_deleted, assert_error, assert_list_of, assert_matches
 
 
@@ -106,6 +107,16 @@ def test_update_empty_description_clears_to_null(client):
     assert_matches(u, "customer")
     assert u["description"] is None and u["name"] == "Keep"
     assert client.v1.customers.retrieve(c.id).description is None
+
+
+def test_update_empty_values_clear_other_fields(client):
+    c = client.v1.customers.create({**FULL, "email": _email()})
+    u = _d(client.v1.customers.update(c.id, {"phone": "", "address": "", "preferred_locales": "", "name": ""}))
+    assert_matches(u, "customer")
+    assert u["phone"] is None and u["address"] is None and u["name"] is None
+    assert u["preferred_locales"] == []
+    assert u["description"] == FULL["description"] and u["metadata"] == FULL["metadata"]
+    assert _d(client.v1.customers.retrieve(c.id)) == u
 
 
 def test_update_metadata_merges_and_deletes_one_key(client):
@@ -209,7 +220,7 @@ def test_create_with_test_clock_is_refused_and_creates_nothing(client, http):
 # -- metadata rules (raw HTTP) ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "case",
-    ["51_keys", "long_key", "long_value", "bracket_key", "closing_bracket_key"],
+    ["51_keys", "long_key", "long_value", "bracket_key", "closing_bracket_key", "nested_value"],
 )
 def test_metadata_limits_refused_and_nothing_created(http, case):
     email = _email("meta")
@@ -222,8 +233,10 @@ def test_metadata_limits_refused_and_nothing_created(http, case):
         data["metadata[k]"] = "v" * 501
     elif case == "bracket_key":
         data["metadata[a[b]"] = "v"
-    else:
+    elif case == "closing_bracket_key":
         data["metadata[a]b]"] = "v"
+    else:
+        data["metadata[a][b]"] = "v"
     before = _count(http, email)
     r = http.post("/v1/customers", data=data)
     assert r.status_code == 400, r.text

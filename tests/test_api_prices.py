@@ -8,6 +8,7 @@ refusal against the error envelope, and after a refusal the product's price list
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 
 import pytest
 import stripe
@@ -31,7 +32,9 @@ def refused(call, status: int, code: str, param: str | None, type_: str = "inval
 
 
 def as_dict(obj) -> dict:
-    return obj._to_dict_recursive()
+    # The SDK hydrates *_decimal strings into Decimal; for_json=True turns them back into the
+    # strings that came over the wire (a number sent by the server would stay a number and fail).
+    return obj._to_dict_recursive(for_json=True)
 
 
 def checked(obj, schema: str = "price") -> dict:
@@ -100,10 +103,12 @@ def test_per_unit_with_fractional_decimal(client, create, http):
     raw = http.get(f"/v1/prices/{p.id}").json()  # exactly the string, never a float
     assert raw["unit_amount_decimal"] == "0.0125" and raw["unit_amount"] is None
     assert checked(client.v1.prices.retrieve(p.id)) == d
+    assert p.unit_amount_decimal == Decimal("0.0125")  # the SDK's own view
     tiny = create(unit_amount_decimal="0.000000000001")  # twelve places is the limit
-    assert tiny.unit_amount_decimal == "0.000000000001" and tiny.unit_amount is None
-    big = create(unit_amount_decimal="1234.5")
-    assert (big.unit_amount, big.unit_amount_decimal) == (None, "1234.5")
+    raw = http.get(f"/v1/prices/{tiny.id}").json()
+    assert raw["unit_amount_decimal"] == "0.000000000001" and raw["unit_amount"] is None
+    big = checked(create(unit_amount_decimal=Decimal("1234.5")))  # the SDK sends a Decimal as its string
+    assert (big["unit_amount"], big["unit_amount_decimal"]) == (None, "1234.5")
 
 
 def test_per_unit_amount_refusals(create, unchanged):
@@ -251,6 +256,7 @@ def test_product_refusals(client, product, unchanged):
         refused(lambda: client.v1.prices.create(base), 400, "parameter_missing", "product")
         refused(lambda: client.v1.prices.create({**base, "product": ghost}), 404, "resource_missing", "product")
         refused(lambda: client.v1.prices.create({**base, "product_data": {"id": ghost}}), 400, "parameter_missing", "product_data[name]")
+        refused(lambda: client.v1.prices.create({**base, "product_data": {"id": product, "name": "Clash"}}), 400, "resource_already_exists", "product_data[id]")
         # a later refusal rolls back the product that product_data had already created
         refused(lambda: client.v1.prices.create({**base, "lookup_key": key, "product_data": {"id": ghost, "name": "Rolled back"}}), 400, "parameter_invalid", "lookup_key")
     refused(lambda: client.v1.products.retrieve(ghost), 404, "resource_missing", "id")
@@ -337,6 +343,7 @@ def test_list_filters(client, create, product):
     assert ids_of(client, product=product, active=False) == [yearly.id]
     assert ids_of(client, product=product, active=True) == [metered.id, eur.id, one.id]
     assert ids_of(client, product=product, currency="eur") == [eur.id]
+    assert ids_of(client, product=product, currency="EUR") == [eur.id]  # as case-blind as create
     assert ids_of(client, product=product, currency="usd") == [metered.id, yearly.id, one.id]
     assert ids_of(client, product=product, recurring={"interval": "month"}) == [metered.id, eur.id]
     assert ids_of(client, product=product, recurring={"interval": "year"}) == [yearly.id]

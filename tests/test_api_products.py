@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import stripe
+
 from openapi_check import assert_deleted, assert_error, assert_list_of, assert_matches
 
 

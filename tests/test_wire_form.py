@@ -112,13 +112,17 @@ values = st.recursive(
 top_level = st.dictionaries(keys, st.one_of(st.none(), values), max_size=6)
 
 
-def normalise(value: Any) -> Any:
-    """What the server reads back: scalars as the strings the SDK wrote, None keys gone."""
+def normalise(value: Any, *, in_list: bool = False) -> Any:
+    """What the server reads back: scalars as the strings the SDK wrote, None keys gone.
+
+    The SDK writes a boolean as `true`/`false`, except directly inside an array, where it
+    passes the bool to `urlencode` as is (`True`/`False`); no Stripe parameter is an array of
+    booleans."""
     if isinstance(value, dict):
         return {k: normalise(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [normalise(v) for v in value]
-    if isinstance(value, bool):
+        return [normalise(v, in_list=True) for v in value]
+    if isinstance(value, bool) and not in_list:
         return "true" if value else "false"
     return str(value)
 

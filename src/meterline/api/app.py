@@ -29,7 +29,7 @@ from meterline.wire.errors import StripeError, api_error
 from meterline.wire.form import decode, decode_form, parse_pairs
 from meterline.wire.params import Params
 
-from meterline.api.routing import Router
+from meterline.api.routing import Route, Router
 
 log = logging.getLogger("meterline")
 
@@ -37,6 +37,8 @@ DEFAULT_API_VERSION = "2026-10-28.endive"
 MAX_BODY = 1024 * 1024
 IDEMPOTENCY_TTL = 24 * 3600
 INCLUDABLE = {"tiers"}
+# Expandable in Stripe's schema, always null here until their resources exist.
+EXPANDABLE_LATER = {("customer", "test_clock"), ("customer", "default_source"), ("product", "tax_code")}
 
 
 @dataclass
@@ -272,7 +274,7 @@ class MeterlineApp:
         with unit(self.db, scope_, write=route.write) as repo:
             return self._call(route, data, path_params, scope_, path, rid, version, repo)
 
-    def _call(self, route, data, path_params, scope_: Scope, path: str, rid: str, version: str, repo: Repo) -> bytes:
+    def _call(self, route: Route, data, path_params, scope_: Scope, path: str, rid: str, version: str, repo: Repo) -> bytes:
         params = Params(data)
         expand = params.str_list("expand") or []
         expand_mod.check_paths(expand)
@@ -281,8 +283,11 @@ class MeterlineApp:
         params.done()
         walk = [p for p in expand if p.split(".")[-1] not in INCLUDABLE]
         if walk:
-            expand_mod.apply(result, walk, lambda obj, fld, id: self._resolve(repo, obj, fld, id))
+            expand_mod.apply(result, walk, lambda obj, fld, id: self._resolve(repo, obj, fld, id), self._expandable, list_of=route.list_of)
         return _json(result)
+
+    def _expandable(self, obj: str, fld: str) -> bool:
+        return (obj, fld) in self.expanders or (obj, fld) in EXPANDABLE_LATER
 
     def _resolve(self, repo: Repo, obj: str, fld: str, id: str) -> dict[str, Any] | None:
         fn = self.expanders.get((obj, fld))

@@ -222,7 +222,7 @@ def list_prices(call: Call) -> dict[str, Any]:
     page = read_page(p)
     filters: dict[str, Any] = {
         "active": p.bool("active"),
-        "currency": p.str("currency", max_len=3),
+        "currency": (p.str("currency", max_len=3) or "").lower() or None,  # stored lowercase, as create writes it
         "product": p.str("product"),
         "type": p.enum("type", ("one_time", "recurring")),
         "lookup_keys": p.str_list("lookup_keys", max_items=10),
@@ -318,16 +318,16 @@ def list_plans(call: Call) -> dict[str, Any]:
 
 def register(router: Router) -> None:
     router.add("POST", "/v1/products", create_product)
-    router.add("GET", "/v1/products", list_products)
+    router.add("GET", "/v1/products", list_products, list_of="product")
     router.add("GET", "/v1/products/{id}", retrieve_product)
     router.add("POST", "/v1/products/{id}", update_product)
     router.add("DELETE", "/v1/products/{id}", delete_product)
     router.add("POST", "/v1/prices", create_price)
-    router.add("GET", "/v1/prices", list_prices)
+    router.add("GET", "/v1/prices", list_prices, list_of="price")
     router.add("GET", "/v1/prices/{price}", retrieve_price)
     router.add("POST", "/v1/prices/{price}", update_price)
     router.add("POST", "/v1/plans", create_plan)
-    router.add("GET", "/v1/plans", list_plans)
+    router.add("GET", "/v1/plans", list_plans, list_of="plan")
     router.add("GET", "/v1/plans/{plan}", retrieve_plan)
     router.add("POST", "/v1/plans/{plan}", update_plan)
     router.add("DELETE", "/v1/plans/{plan}", delete_plan)

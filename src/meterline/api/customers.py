@@ -35,6 +35,8 @@ def _fields(p: Params, *, update: bool) -> dict[str, Any]:
     locales = p.str_list("preferred_locales", max_items=30)
     if locales is not None:
         values["preferred_locales"] = locales
+    elif update and p.cleared("preferred_locales"):
+        values["preferred_locales"] = []
     return values
 
 
@@ -78,7 +80,7 @@ def list_(call: Call) -> dict[str, Any]:
 
 def register(router: Router) -> None:
     router.add("POST", "/v1/customers", create)
-    router.add("GET", "/v1/customers", list_)
+    router.add("GET", "/v1/customers", list_, list_of="customer")
     router.add("GET", "/v1/customers/{customer}", retrieve)
     router.add("POST", "/v1/customers/{customer}", update)
     router.add("DELETE", "/v1/customers/{customer}", delete)

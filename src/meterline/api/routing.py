@@ -15,6 +15,7 @@ class Route:
     handler: Callable[..., Any]
     write: bool
     offload: bool
+    list_of: str | None
     regex: re.Pattern[str]
 
 
@@ -29,9 +30,13 @@ class Router:
         self.dynamic: list[Route] = []
         self.paths: dict[str, set[str]] = {}
 
-    def add(self, method: str, path: str, handler: Callable[..., Any], *, write: bool | None = None, offload: bool = False) -> None:
-        """`offload=True` runs the handler on a worker thread (for work longer than a few ms)."""
-        route = Route(method, path, handler, method != "GET" if write is None else write, offload, compile_path(path))
+    def add(
+        self, method: str, path: str, handler: Callable[..., Any], *, write: bool | None = None,
+        offload: bool = False, list_of: str | None = None,
+    ) -> None:
+        """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
+        `list_of` names the object type a list route returns (for checking `expand[]`)."""
+        route = Route(method, path, handler, method != "GET" if write is None else write, offload, list_of, compile_path(path))
         if "{" in path:
             self.dynamic.append(route)
         else:

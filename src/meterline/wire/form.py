@@ -1,6 +1,7 @@
 """Decoding of v1 bracket forms (`a[b][0][c]=v`, `a[]=v`) into nested dicts and lists.
 
-The decoder keeps every bracket key as a dict key, except `[]`, which appends to a list.
+The decoder keeps every bracket key as a dict key, except `[]`, which appends to a list
+(`a[][x]=1&a[][y]=2` is one object, `a[][x]=1&a[][x]=2` two, as in Rack).
 Whether `{"0": x, "1": y}` is an array or a map with numeric keys is decided by the reader
 that knows the parameter (see `params.Params.list`), so `metadata[0]=x` stays a map.
 """
@@ -61,6 +62,17 @@ def _conflict(path: list[str]) -> StripeError:
     )
 
 
+def _has_path(obj: dict[str, Any], path: list[str]) -> bool:
+    if "" in path:
+        return False
+    node: Any = obj
+    for seg in path:
+        if not isinstance(node, dict) or seg not in node:
+            return False
+        node = node[seg]
+    return True
+
+
 def decode(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Build the nested structure: dicts for named or indexed keys, lists for `[]`."""
     root: dict[str, Any] = {}
@@ -74,6 +86,8 @@ def decode(pairs: list[tuple[str, str]]) -> dict[str, Any]:
                     raise _conflict(segs[: i + 1])
                 if last:
                     node.append(value)
+                elif segs[i + 1] != "" and node and isinstance(node[-1], dict) and not _has_path(node[-1], segs[i + 1 :]):
+                    node = node[-1]  # Rack's rule: `a[][k]` adds to the last object unless it has `k`
                 else:
                     child: Any = [] if segs[i + 1] == "" else {}
                     node.append(child)

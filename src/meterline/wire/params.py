@@ -13,8 +13,10 @@ from typing import Any
 
 from meterline.wire.errors import exclusive, invalid, missing, unknown
 
-_INT = re.compile(r"^[+-]?\d{1,18}$")
-_DEC = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+# ASCII digits only, and \Z rather than $ (which would let a trailing newline through).
+_INT = re.compile(r"\A[+-]?[0-9]{1,18}\Z")
+_DEC = re.compile(r"\A[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\Z")
+_INDEX = re.compile(r"\A(0|[1-9][0-9]{0,5})\Z")
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LEN = 40
@@ -129,6 +131,8 @@ class Params:
             return None
         if isinstance(v, dict):
             try:
+                if not all(_INDEX.match(k) for k in v):  # no "01", " 1", "+1", "1_0"
+                    raise ValueError
                 idx = sorted((int(k), k) for k in v)
             except ValueError:
                 raise invalid(self.name(key), f"Invalid array for {self.name(key)}: use {self.name(key)}[0]=..., {self.name(key)}[1]=...", "parameter_invalid")
