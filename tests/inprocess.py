@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from conftest import free_port, fresh_database_url
 
+from conftest import free_port, fresh_database_url
 from meterline.api.app import MeterlineApp
 from meterline.api.factory import build_app
 from meterline.services.accounts import create_key

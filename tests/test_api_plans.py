@@ -8,10 +8,12 @@ its own and filters lists by it; every refusal is followed by a check that nothi
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 import stripe
+
 from openapi_check import assert_deleted, assert_error, assert_list_of, assert_matches
 
 INF_TIERS = [{"up_to": 1000, "unit_amount": 10}, {"up_to": "inf", "unit_amount": 5}]
@@ -214,6 +216,30 @@ def test_custom_id_conflicts(client, create, unchanged):
     assert client.v1.plans.retrieve(pid).amount == 100
 
 
+@pytest.mark.parametrize("round_", range(4))
+def test_concurrent_custom_ids(client, server, product, round_):
+    """Racing creates of one custom plan id (and one inline product id): one 200, the rest a clean
+    400 resource_already_exists, never a 500 from the primary key."""
+    pid, prod_id = uid("plan_race"), uid("prod_race")
+
+    def post(i: int) -> tuple[int, dict]:
+        with server.http() as h:
+            data = {"id": pid, "currency": "usd", "amount": str(i), "interval": "month"}
+            data.update({"product": product} if i % 2 else {"product[id]": prod_id, "product[name]": "Race"})
+            r = h.post("/v1/plans", data=data)
+            return r.status_code, r.json()
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(post, range(12)))
+    assert sorted(status for status, _ in results) == [200] + [400] * 11, results
+    for status, body in results:
+        if status == 400:
+            assert body["error"]["param"] in ("id", "product[id]")
+            assert_error(body, "invalid_request_error", "resource_already_exists")
+    winner = next(body for status, body in results if status == 200)
+    assert checked(client.v1.plans.retrieve(pid)) == winner
+
+
 def test_meter_refused(create, unchanged):
     with unchanged():
         err = refused(lambda: create(amount=1, usage_type="metered", meter="mtr_123"), 400, "parameter_invalid", "meter")
@@ -242,7 +268,7 @@ def test_plan_is_a_price(client, create, product):
 def test_recurring_price_is_a_plan_one_time_is_not(client, product):
     one_time = client.v1.prices.create({"product": product, "currency": "usd", "unit_amount": 500})
     monthly = client.v1.prices.create({"product": product, "currency": "eur", "unit_amount_decimal": "12.5", "recurring": {"interval": "month", "usage_type": "metered"}})
-    refused(lambda: client.v1.plans.retrieve(one_time.id), 404, "resource_missing", "plan")
+    refused(lambda: client.v1.plans.retrieve(one_time.id), 404, "resource_missing", "id")
     assert plan_ids(client, product=product) == [monthly.id]
     plan = checked(client.v1.plans.retrieve(monthly.id))
     assert (plan["object"], plan["amount"], plan["amount_decimal"], plan["interval"], plan["usage_type"], plan["currency"]) == ("plan", None, "12.5", "month", "metered", "eur")
@@ -292,7 +318,7 @@ def test_delete(client, create, product):
     gone = client.v1.plans.delete(p.id)
     assert_deleted(as_dict(gone), "plan")
     assert gone.id == p.id and gone.deleted is True
-    refused(lambda: client.v1.plans.retrieve(p.id), 404, "resource_missing", "plan")
+    refused(lambda: client.v1.plans.retrieve(p.id), 404, "resource_missing", "id")
     refused(lambda: client.v1.prices.retrieve(p.id), 404, "resource_missing", "id")
     refused(lambda: client.v1.plans.update(p.id, {"nickname": "x"}), 404, "resource_missing", "id")
     refused(lambda: client.v1.prices.update(p.id, {"nickname": "x"}), 404, "resource_missing", "id")

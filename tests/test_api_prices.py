@@ -8,10 +8,12 @@ refusal against the error envelope, and after a refusal the product's price list
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 import stripe
+
 from openapi_check import assert_error, assert_list_of, assert_matches
 
 INF_TIERS = [{"up_to": 1000, "unit_amount": 10}, {"up_to": "inf", "unit_amount": 5}]
@@ -374,3 +376,29 @@ def test_expand_product(client, create, product):
     assert [x["product"]["id"] for x in ld["data"]] == [product, product]
     assert client.v1.prices.retrieve(p.id).product == product
     refused(lambda: client.v1.prices.retrieve(p.id, {"expand": ["currency"]}), 400, "parameter_invalid", "expand[0]")
+
+
+# -- concurrency -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("round_", range(4))
+def test_concurrent_lookup_key_claims(client, server, product, round_):
+    """Racing creates of one lookup key: each is a clean 200 or 400 (never a 500 from the unique
+    index), and exactly one price holds the key at the end."""
+    key = uid("race")
+
+    def post(i: int) -> tuple[int, dict]:
+        with server.http() as h:
+            data = {"product": product, "currency": "usd", "unit_amount": str(i), "lookup_key": key}
+            if i % 2:
+                data["transfer_lookup_key"] = "true"
+            r = h.post("/v1/prices", data=data)
+            return r.status_code, r.json()
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(post, range(12)))
+    for status, body in results:
+        assert status in (200, 400), body
+        if status == 400:
+            assert_error(body, "invalid_request_error", "parameter_invalid", "lookup_key")
+    assert all(status == 200 for i, (status, _) in enumerate(results) if i % 2)  # transfers always win
+    assert len(ids_of(client, lookup_keys=[key])) == 1
+    assert len(ids_of(client, product=product)) == sum(status == 200 for status, _ in results)

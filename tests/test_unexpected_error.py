@@ -12,8 +12,8 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from inprocess import Running, fresh_app, serve
 
+from inprocess import Running, fresh_app, serve
 from meterline.services import customers as customers_service
 
 SECRET = "s3cret-detail-" + secrets.token_hex(4)

@@ -21,8 +21,8 @@ from stripe._encode import _api_encode
 from meterline.wire.errors import StripeError
 from meterline.wire.form import decode, decode_form, parse_pairs, split_key
 from meterline.wire.params import (
-    MAX_METADATA_KEYS,
     MAX_METADATA_KEY_LEN,
+    MAX_METADATA_KEYS,
     MAX_METADATA_VALUE_LEN,
     Params,
     merge_metadata,
@@ -323,7 +323,7 @@ def test_bool():
     assert (err.param, err.code) == ("tiers[1][flat]", "parameter_invalid_boolean")
 
 
-@pytest.mark.parametrize("value", ["1.2.3", "abc", "1e5", "NaN", "Infinity", "1,5", "١.٥", "1.5\n", "."])
+@pytest.mark.parametrize("value", ["1.2.3", "abc", "1e", "1e999", "NaN", "Infinity", "1,5", "١.٥", "1.5\n", "."])
 def test_decimal_refuses(value):
     err = refused(lambda: Params({"d": value}).decimal("d"))
     assert (err.param, err.code) == ("d", "parameter_invalid_decimal")
@@ -524,3 +524,15 @@ def test_exclusive():
     err = refused(lambda: p.exclusive("starting_after", "ending_before"))
     assert err.code == "parameters_exclusive"
     Params({"starting_after": "cus_1", "ending_before": ""}).exclusive("starting_after", "ending_before")
+
+
+def test_decimal_accepts_the_sdk_exponent_form():
+    from decimal import Decimal
+
+    from meterline.wire.params import Params
+
+    p = Params({"a": "1E-7", "b": "2.5e+3"})
+    assert p.decimal("a") == Decimal("1E-7")
+    assert p.decimal("b") == Decimal("2500")
+    with pytest.raises(StripeError):
+        Params({"c": "1e999"}).decimal("c")

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import stripe
-from inprocess import fresh_app, serve
 
+from inprocess import fresh_app, serve
 from meterline.api.app import DEFAULT_API_VERSION, MAX_BODY
 
 
@@ -60,7 +60,9 @@ def test_basic_auth_with_key_as_user_name(bare, server):
 
 
 def test_missing_authorization_tells_how_to_authenticate(bare):
-    err = envelope(bare.get("/v1/customers"), 401)
+    r = bare.get("/v1/customers")
+    err = envelope(r, 401)
+    assert r.headers["www-authenticate"].startswith("Basic realm=")  # a 401 names its scheme
     assert "Authorization" in err["message"]
     assert "Bearer" in err["message"] and "Basic" in err["message"]
     err = envelope(bare.post("/v1/customers", data={"name": "x"}), 401)
@@ -70,7 +72,9 @@ def test_missing_authorization_tells_how_to_authenticate(bare):
 def test_unknown_key_is_refused_without_echoing_it(bare):
     key = "sk_test_" + secrets.token_hex(16)
     for header in (f"Bearer {key}", basic(key)):
-        err = envelope(bare.get("/v1/customers", headers={"Authorization": header}), 401)
+        r = bare.get("/v1/customers", headers={"Authorization": header})
+        err = envelope(r, 401)
+        assert r.headers["www-authenticate"].startswith("Basic realm=")
         assert key not in err["message"]
         assert key[8:-4] not in err["message"]
         assert "Invalid API Key" in err["message"]
@@ -94,7 +98,9 @@ def test_unknown_short_key_is_not_echoed(bare):
     ],
 )
 def test_malformed_authorization_header(bare, header):
-    err = envelope(bare.get("/v1/customers", headers={"Authorization": header}), 401)
+    r = bare.get("/v1/customers", headers={"Authorization": header})
+    err = envelope(r, 401)
+    assert "www-authenticate" in r.headers
     assert "Bearer" in err["message"]
 
 
@@ -172,6 +178,9 @@ def test_json_body_to_v1_is_refused(http):
     r = http.post("/v1/customers", json={"name": "Ada"})
     err = envelope(r, 400)
     assert "x-www-form-urlencoded" in err["message"]
+    for ctype in ("Application/JSON", "application/json; charset=utf-8", "application/vnd.api+json"):
+        err = envelope(http.post("/v1/customers", content=b'{"name": "Ada"}', headers={"Content-Type": ctype}), 400)
+        assert "x-www-form-urlencoded" in err["message"], ctype
 
 
 def test_form_body_decoding_errors_are_400(http):
@@ -221,6 +230,15 @@ def test_v2_json_body_and_query(v2):
         r = c.get("/v2/test/echo", params={"x": "1"})
         assert r.status_code == 200, r.text
         assert r.json()["got"] == {"x": "1"}
+
+
+def test_v2_json_nested_too_deep_is_a_400_even_with_an_idempotency_key(v2):
+    body = b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"
+    with v2.http() as c:
+        err = envelope(c.post("/v2/test/echo", content=body, headers={"Content-Type": "application/json", "Idempotency-Key": "deep"}), 400)
+        assert "deeper" in err["message"]
+        ok = c.post("/v2/test/echo", json={"a": [[[1]]]}, headers={"Idempotency-Key": "shallow"})
+        assert ok.status_code == 200
 
 
 # -- Request-Id and Stripe-Version ----------------------------------------------------------------

@@ -35,6 +35,7 @@ log = logging.getLogger("meterline")
 
 DEFAULT_API_VERSION = "2026-10-28.endive"
 MAX_BODY = 1024 * 1024
+MAX_JSON_DEPTH = 32
 IDEMPOTENCY_TTL = 24 * 3600
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
@@ -186,7 +187,7 @@ class MeterlineApp:
             found = accounts_service.resolve_key(self.db, key)
             if found is None:
                 hint = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:4] + "****"
-                raise StripeError(401, f"Invalid API Key provided: {hint}")
+                raise StripeError(401, f"Invalid API Key provided: {hint}", headers=_CHALLENGE)
             self._keys[key] = found
         return Scope(found[0], found[1])
 
@@ -202,8 +203,10 @@ class MeterlineApp:
                 raise StripeError(400, f"The request body is not valid JSON: {exc}.", code="parameter_invalid")
             if not isinstance(data, dict):
                 raise StripeError(400, "The request body must be a JSON object.", code="parameter_invalid")
+            if _depth(data) > MAX_JSON_DEPTH:
+                raise StripeError(400, f"The request body nests objects or arrays deeper than {MAX_JSON_DEPTH} levels.", code="parameter_invalid")
             return data, None
-        ctype = headers.get("content-type", "")
+        ctype = headers.get("content-type", "").lower()  # media types are case-insensitive
         if method == "POST" and body and "json" in ctype:
             raise StripeError(400, "v1 endpoints take application/x-www-form-urlencoded bodies (a[b]=c), not JSON.", code="parameter_invalid")
         pairs = parse_pairs(query) if query else []
@@ -294,6 +297,21 @@ class MeterlineApp:
         return fn(repo, id) if fn is not None else None
 
 
+# A 401 must name a scheme (RFC 9110); clients that send Basic credentials only when
+# challenged (e.g. .NET's HttpClient with Credentials) need it.
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="meterline"'}
+
+
+def _depth(v: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(v, dict):
+        return max((_depth(x, level + 1) for x in v.values()), default=level)
+    if isinstance(v, list):
+        return max((_depth(x, level + 1) for x in v), default=level)
+    return level - 1
+
+
 def _too_large() -> StripeError:
     return StripeError(413, f"The request body is larger than the limit of {MAX_BODY} bytes (1 MiB).", code="request_too_large")
 
@@ -304,6 +322,7 @@ def _key_from(auth: str | None) -> str:
             401,
             "You did not provide an API key. Send your secret key in the Authorization header, using Bearer auth "
             "(Authorization: Bearer sk_test_...) or HTTP Basic with the key as the user name.",
+            headers=_CHALLENGE,
         )
     scheme, _, value = auth.partition(" ")
     value = value.strip()
@@ -319,4 +338,5 @@ def _key_from(auth: str | None) -> str:
     raise StripeError(
         401,
         "Invalid Authorization header. Use 'Authorization: Bearer sk_test_...' or HTTP Basic with your secret key as the user name.",
+        headers=_CHALLENGE,
     )

@@ -279,7 +279,7 @@ def create_plan(call: Call) -> dict[str, Any]:
 
 def retrieve_plan(call: Call) -> dict[str, Any]:
     call.params.done()
-    return render.plan(svc.get_price(call.repo, call.path["plan"], kind="plan", param="plan"))
+    return render.plan(svc.get_price(call.repo, call.path["plan"], kind="plan"))
 
 
 def update_plan(call: Call) -> dict[str, Any]:

@@ -21,6 +21,8 @@ MetadataChange = Callable[[dict[str, str] | None], dict[str, str]] | None
 # -- products ---------------------------------------------------------------------------------
 def create_product(repo: Repo, values: dict[str, Any], metadata: dict[str, str], *, id: str | None = None, param: str = "id") -> RowMapping:
     pid = id or new_id("prod", 14)
+    if id is not None:
+        repo.lock("products.id", id)
     if id is not None and repo.get(products, id) is not None:
         raise ServiceError(400, f"Product already exists: a product with id {id!r} exists in this account.", code="resource_already_exists", param=param)
     now = clock.now()
@@ -102,6 +104,7 @@ def _spec_columns(spec: PriceSpec) -> dict[str, Any]:
 
 
 def _claim_lookup_key(repo: Repo, lookup_key: str, transfer: bool, own_id: str | None) -> None:
+    repo.lock("prices.lookup_key", lookup_key)
     holder = repo.first(prices, prices.c.lookup_key == lookup_key)
     if holder is None or holder["id"] == own_id:
         return
@@ -147,6 +150,8 @@ def create_price(
         which = "product" if kind == "plan" else "product (or product_data)"
         raise ServiceError(400, f"Missing required param: {which}.", code="parameter_missing", param="product")
     pid = id or new_id("price", 24)
+    if id is not None:
+        repo.lock("prices.id", id)
     if id is not None and repo.get(prices, id) is not None:
         raise ServiceError(400, f"Plan already exists: a plan or price with id {id!r} exists in this account.", code="resource_already_exists", param="id")
     if fields.get("lookup_key"):

@@ -3,6 +3,7 @@ scope's account and livemode here, and nowhere else."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,3 +123,17 @@ class Repo:
         if ending_before:
             rows.reverse()
         return rows, has_more
+
+    def lock(self, kind: str, name: str) -> None:
+        """Hold `name` of `kind` ("prices.lookup_key", "products.id") in this scope until the
+        transaction ends, so that a check-then-insert on it cannot race another request into a
+        unique violation. PostgreSQL: a transaction advisory lock on two 32-bit keys (a space apart
+        from the idempotency locks' 64-bit keys; a hash collision only serializes two requests);
+        SQLite already runs one writer at a time."""
+        if self.dialect != "postgresql":
+            return
+        ns, key = (
+            int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)
+            for text in (kind, f"{self.scope.account_id}|{self.scope.livemode}|{name}")
+        )
+        self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(ns)s, %(key)s)", {"ns": ns, "key": key})

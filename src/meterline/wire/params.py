@@ -15,7 +15,8 @@ from meterline.wire.errors import exclusive, invalid, missing, unknown
 
 # ASCII digits only, and \Z rather than $ (which would let a trailing newline through).
 _INT = re.compile(r"\A[+-]?[0-9]{1,18}\Z")
-_DEC = re.compile(r"\A[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\Z")
+# Plain decimals, and the exponent form the Python SDK sends for small Decimals (str(Decimal("1E-7"))).
+_DEC = re.compile(r"\A[+-]?([0-9]{1,40}(\.[0-9]{0,40})?|\.[0-9]{1,40})([eE][+-]?[0-9]{1,2})?\Z")
 _INDEX = re.compile(r"\A(0|[1-9][0-9]{0,5})\Z")
 
 MAX_METADATA_KEYS = 50
