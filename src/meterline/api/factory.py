@@ -12,14 +12,14 @@ from meterline.store.db import DEFAULT_URL, Database
 MODULES = (customers, catalog)
 
 
-def build_app(database_url: str) -> MeterlineApp:
+def build_app(database_url: str, *, background_checkpoint: bool = True) -> MeterlineApp:
     router = Router()
     expanders = {}
     for module in MODULES:
         module.register(router)
         if hasattr(module, "expanders"):
             expanders.update(module.expanders())
-    return MeterlineApp(Database(database_url), router, expanders)
+    return MeterlineApp(Database(database_url, background_checkpoint=background_checkpoint), router, expanders)
 
 
 def create_app() -> MeterlineApp:

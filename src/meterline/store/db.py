@@ -39,7 +39,7 @@ def _json_dumps(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(
@@ -59,6 +59,10 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if not autocheckpoint:
+                # A background thread checkpoints instead (see Database.start_checkpointer):
+                # an automatic checkpoint runs inside a writer's commit, while it holds the lock.
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -115,9 +119,9 @@ class Database:
     replaced on the next use.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, background_checkpoint: bool = False) -> None:
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, autocheckpoint=not background_checkpoint)
         self.dialect = self.engine.dialect.name
         self._local = threading.local()
         self._writer_lock = _WriterLock(self.engine.url.database) if self.dialect == "sqlite" else None
@@ -128,6 +132,10 @@ class Database:
             conn = self.engine.connect()
             if kind == "writer" and self.dialect == "sqlite":
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            if kind == "reader" and self.dialect == "postgresql":
+                # At READ COMMITTED every statement takes its own snapshot even inside a
+                # transaction, so BEGIN and ROLLBACK would only add two round trips.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             setattr(self._local, kind, conn)
         return conn
 
@@ -163,7 +171,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only transaction (one consistent snapshot); rolled back at the end."""
+        """A read-only unit: one snapshot on SQLite; on PostgreSQL, autocommit statements (each
+        its own snapshot, as at READ COMMITTED inside a transaction)."""
         conn = self._conn("reader")
         try:
             with conn.begin() as tx:
@@ -174,7 +183,36 @@ class Database:
                 self._drop("reader")
             raise
 
+    def start_checkpointer(self, interval: float = 0.5) -> None:
+        """SQLite: copy the WAL back into the database from a thread of its own, outside any
+        writer's lock (PASSIVE: it never blocks readers or writers)."""
+        if self.dialect != "sqlite" or getattr(self, "_checkpointer", None) is not None:
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            import sqlite3
+
+            conn = sqlite3.connect(self.engine.url.database, timeout=1, isolation_level=None)
+            try:
+                while not stop.wait(interval):
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:
+                        continue
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=run, name="meterline-checkpoint", daemon=True)
+        self._checkpointer = (thread, stop)
+        thread.start()
+
     def dispose(self) -> None:
+        cp = getattr(self, "_checkpointer", None)
+        if cp is not None:
+            cp[1].set()
+            cp[0].join(timeout=5)
+            self._checkpointer = None
         self._drop("reader")
         self._drop("writer")
         self.engine.dispose()

@@ -24,7 +24,7 @@ def _owned(name: str, *cols: sa.Column, indexes: tuple = ()) -> sa.Table:  # typ
         sa.Column("livemode", sa.Boolean, nullable=False),
         sa.Column("created", sa.BigInteger, nullable=False),
         *cols,
-        sa.UniqueConstraint("account_id", "livemode", "id", name=f"uq_{name}_id"),
+        sa.UniqueConstraint("id", "account_id", "livemode", name=f"uq_{name}_id"),
         sa.Index(f"ix_{name}_list", "account_id", "livemode", "created", "seq"),
         *indexes,
     )

@@ -26,7 +26,7 @@ def _owned(name, *cols, indexes=()):
         sa.Column("livemode", sa.Boolean, nullable=False),
         sa.Column("created", sa.BigInteger, nullable=False),
         *cols,
-        sa.UniqueConstraint("account_id", "livemode", "id", name=f"uq_{name}_id"),
+        sa.UniqueConstraint("id", "account_id", "livemode", name=f"uq_{name}_id"),
     )
     op.create_index(f"ix_{name}_list", name, ["account_id", "livemode", "created", "seq"])
     for ix_name, columns, unique in indexes:
