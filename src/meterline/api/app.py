@@ -6,6 +6,7 @@ Order: route -> body (1 MiB cap) -> auth -> decode -> [idempotency] -> one trans
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -36,6 +37,7 @@ log = logging.getLogger("meterline")
 DEFAULT_API_VERSION = "2026-10-28.endive"
 MAX_BODY = 1024 * 1024
 MAX_JSON_DEPTH = 32
+MAX_BATCH = 256  # write requests sharing one transaction
 IDEMPOTENCY_TTL = 24 * 3600
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
@@ -61,6 +63,43 @@ class Call:
 
 Handler = Callable[[Call], Any]
 Resolver = Callable[[Repo, str], dict[str, Any] | None]
+
+
+@dataclass
+class Job:
+    """A decoded request, ready to run."""
+
+    route: Route
+    data: dict[str, Any]
+    path_params: dict[str, str]
+    scope: Scope
+    method: str
+    path: str
+    rid: str
+    version: str
+    key: str | None
+    digest: str | None
+
+
+class _Batch:
+    """The responses a write batch will store, in order, with an index by key so that a later
+    request of the same batch with the same key replays the earlier one."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.stored: dict[tuple[str, bool, str], dict[str, Any]] = {}
+
+    def store(self, job: Job, status: int, body: bytes) -> None:
+        now = clock.now()
+        self.rows.append((job.scope.account_id, job.scope.livemode, job.key, job.digest, now, status, body, job.rid))
+        self.stored[(job.scope.account_id, job.scope.livemode, job.key)] = {  # type: ignore[index]
+            "request_hash": job.digest, "created": now, "status": status, "response": body, "request_id": job.rid,
+        }
+
+    def forget_since(self, mark: int) -> None:
+        for row in self.rows[mark:]:
+            self.stored.pop((row[0], row[1], row[2]), None)
+        del self.rows[mark:]
 
 
 class _StoredFailure(Exception):
@@ -91,9 +130,8 @@ class MeterlineApp:
         self.router = router
         self.expanders = expanders
         self._keys: dict[str, tuple[str, bool]] = {}
-        # Measured: on this 2-core machine threads made PostgreSQL slower, not faster (more
-        # connections and context switches for the same CPU), so every dialect runs inline.
-        self.threaded = False
+        self._pending: list[tuple[Job, asyncio.Future]] = []
+        self._flush_scheduled = False
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -158,10 +196,12 @@ class MeterlineApp:
         body = await self._read_body(receive, headers)
         scope_ = await self._authenticate(headers)
         args = (route, path_params, scope_, method, path, scope.get("query_string", b""), body, headers, rid, version)
-        if route.offload or self.threaded:
+        if route.offload:
             return await anyio.to_thread.run_sync(self._execute, *args)
-        # On SQLite a point read or write takes tens of microseconds: running it on the event
-        # loop costs less than a hop to a thread.
+        # A point read or write takes tens of microseconds: running it on the event loop costs
+        # less than a hop to a thread. Writes that arrive together share one transaction.
+        if route.write:
+            return await self._submit(self._prepare(*args))
         return self._execute(*args)
 
     async def _read_body(self, receive: Any, headers: dict[str, str]) -> bytes:
@@ -218,43 +258,115 @@ class MeterlineApp:
             pairs = pairs + parse_pairs(body)
         return decode(pairs), pairs
 
-    def _execute(self, route, path_params, scope_: Scope, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str], rid: str, version: str):
+    def _prepare(self, route: Route, path_params, scope_: Scope, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str], rid: str, version: str) -> Job:
+        """Decode and check what needs no database: a failure here changes nothing."""
         data, pairs = self._decode(method, path, query, body, headers)
         key = headers.get("idempotency-key") if method == "POST" else None
-        if not key:
-            return 200, self._run(route, data, path_params, scope_, path, rid, version), []
-        if len(key) > 255:
-            raise StripeError(400, "Idempotency-Key must be at most 255 characters long.", code="parameter_invalid", param="Idempotency-Key")
-        digest = hashlib.sha256(
-            method.encode() + b" " + path.encode() + b"\n" + (orjson.dumps(sorted(pairs)) if pairs is not None else orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
-        ).hexdigest()
-        try:
-            # One transaction: look the key up, run the request, store its response with its change.
-            with unit(self.db, scope_, write=True) as repo:
-                replay = self._check_key(repo, scope_, key, digest)
-                if replay is not None:
-                    return replay
-                out = self._call(route, data, path_params, scope_, path, rid, version, repo)
-                idem.store(repo.conn, scope_, key, digest, rid, clock.now(), 200, out)
-            return 200, out, []
-        except Exception as exc:
-            err = to_stripe_error(exc)
-            if err is not None:
-                raise  # validation and state errors are not stored: nothing executed
-            log.exception("unexpected error in %s %s (request id %s)", method, path, rid)
-            failure = _json(api_error(rid).body())
-            try:
-                with self.db.write() as conn:
-                    idem.store(conn, scope_, key, digest, rid, clock.now(), 500, failure)
-            except Exception:  # the 500 is still answered; a retry will run again
-                log.exception("could not store the failed response for idempotency key (request id %s)", rid)
-            raise _StoredFailure(500, failure) from exc
+        digest = None
+        if key:
+            if len(key) > 255:
+                raise StripeError(400, "Idempotency-Key must be at most 255 characters long.", code="parameter_invalid", param="Idempotency-Key")
+            digest = hashlib.sha256(
+                method.encode() + b" " + path.encode() + b"\n" + (orjson.dumps(sorted(pairs)) if pairs is not None else orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+            ).hexdigest()
+        return Job(route, data, path_params, scope_, method, path, rid, version, key, digest)
 
-    def _check_key(self, repo: Repo, scope_: Scope, key: str, digest: str):
-        """None to proceed; else the stored (status, body, headers) to replay. Raises 409 while
-        another request holds the key (PostgreSQL; SQLite serializes writers, so a duplicate
-        waits for the first and replays it) and 400 when the parameters differ."""
-        if not idem.lock(repo.conn, scope_, key):
+    def _execute(self, *args: Any):
+        """Run one request to completion on this thread (reads, and routes run on a thread)."""
+        job = self._prepare(*args)
+        if not job.route.write:
+            with unit(self.db, job.scope, write=False) as repo:
+                return 200, self._call(job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo), []
+        result = self._write_batch([job])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _perform(self, job: Job, repo: Repo, batch: _Batch):
+        """One write request inside the open transaction: idempotency check, handler, and the
+        response to store with it (written once for the whole batch, before the commit)."""
+        if job.key:
+            ident = (job.scope.account_id, job.scope.livemode, job.key)
+            earlier = batch.stored.get(ident)
+            row = earlier if earlier is not None else self._lock_and_load(repo, job.scope, job.key)
+            replay = self._replay(row, job.key, job.digest, repo)  # type: ignore[arg-type]
+            if replay is not None:
+                return replay
+        out = self._call(job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo)
+        if job.key:
+            batch.store(job, 200, out)
+        return 200, out, []
+
+    def _write_batch(self, jobs: list[Job]) -> list[Any]:
+        """Run write requests in one transaction, each in a savepoint of its own: a request that
+        fails leaves no trace, the others commit together (one commit, one WAL flush, one turn
+        of SQLite's write lock for the whole batch). Returns, per job, its result or exception."""
+        results: list[Any] = [None] * len(jobs)
+        batch = _Batch()
+        try:
+            with self.db.write() as conn:
+                raw = conn.connection.driver_connection  # type: ignore[union-attr]
+                for i, job in enumerate(jobs):
+                    raw.execute("SAVEPOINT request")
+                    mark = len(batch.rows)
+                    try:
+                        results[i] = self._perform(job, Repo(conn, job.scope), batch)
+                        raw.execute("RELEASE SAVEPOINT request")
+                    except Exception as exc:
+                        raw.execute("ROLLBACK TO SAVEPOINT request")
+                        raw.execute("RELEASE SAVEPOINT request")
+                        batch.forget_since(mark)
+                        results[i] = self._failed(job, exc, batch)
+                idem.store_many(conn, batch.rows)
+        except Exception:
+            # BEGIN or COMMIT failed: nothing of this batch persisted.
+            log.exception("a write transaction failed (request ids %s)", ", ".join(j.rid for j in jobs))
+            for i, job in enumerate(jobs):
+                if not isinstance(results[i], StripeError) or results[i].status >= 500:
+                    results[i] = api_error(job.rid)
+        return results
+
+    def _failed(self, job: Job, exc: Exception, batch: _Batch) -> Exception:
+        err = to_stripe_error(exc)
+        if err is not None:
+            return err  # validation and state errors are not stored: nothing executed
+        log.exception("unexpected error in %s %s (request id %s)", job.method, job.path, job.rid, exc_info=exc)
+        failure = _json(api_error(job.rid).body())
+        if job.key:
+            batch.store(job, 500, failure)
+        return _StoredFailure(500, failure)
+
+    # -- batching writes on the event loop ---------------------------------------------------
+    async def _submit(self, job: Job):
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._pending.append((job, fut))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Requests whose bytes have already arrived are parsed before this runs, and join.
+            loop.call_soon(self._flush)
+        result = await fut
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._flush_scheduled = False
+        results = self._write_batch([job for job, _ in batch])
+        for (_, fut), result in zip(batch, results):
+            if not fut.done():
+                fut.set_result(result)
+
+    def _lock_and_load(self, repo: Repo, scope_: Scope, key: str) -> dict[str, Any] | None:
+        """The stored response of `key`, holding the key for this transaction. Raises 409 while
+        another transaction holds it (PostgreSQL; SQLite serializes writers, so a duplicate
+        waits for the first and replays it)."""
+        locked, row = idem.lock_and_load(repo.conn, scope_, key)
+        if not locked:
             raise StripeError(
                 409,
                 f"There is currently another in-progress request using this Idempotency-Key ({key}); "
@@ -262,11 +374,14 @@ class MeterlineApp:
                 type="idempotency_error",
                 code="idempotency_key_in_use",
             )
-        row = idem.load(repo.conn, scope_, key)
+        return row
+
+    def _replay(self, row: dict[str, Any] | None, key: str, digest: str, repo: Repo):
+        """None to proceed; else the stored (status, body, headers). 400 on other parameters."""
         if row is None:
             return None
         if row["created"] < clock.now() - IDEMPOTENCY_TTL:
-            idem.forget(repo.conn, scope_, key)
+            idem.forget(repo.conn, repo.scope, key)
             return None
         if row["request_hash"] != digest:
             raise StripeError(
@@ -276,10 +391,6 @@ class MeterlineApp:
                 type="idempotency_error",
             )
         return row["status"], bytes(row["response"]), [(b"idempotent-replayed", b"true"), (b"original-request", row["request_id"].encode())]
-
-    def _run(self, route, data, path_params, scope_: Scope, path: str, rid: str, version: str) -> bytes:
-        with unit(self.db, scope_, write=route.write) as repo:
-            return self._call(route, data, path_params, scope_, path, rid, version, repo)
 
     def _call(self, route: Route, data, path_params, scope_: Scope, path: str, rid: str, version: str, repo: Repo) -> bytes:
         params = Params(data)

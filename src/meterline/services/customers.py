@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
 from meterline import clock
-from meterline.ids import new_id
+from meterline.ids import new_id, random_upper
 from meterline.services import ServiceError, not_found
 from meterline.store.repo import Repo
 from meterline.store.tables import customers as t
-
-_UPPER = string.ascii_uppercase + string.digits
-
 
 def _test_clock_refused(test_clock: str) -> ServiceError:
     return ServiceError(
@@ -41,7 +36,7 @@ def create(repo: Repo, values: dict[str, Any], metadata: dict[str, str]) -> RowM
         phone=values.get("phone"),
         address=values.get("address"),
         preferred_locales=values.get("preferred_locales") or [],
-        invoice_prefix=values.get("invoice_prefix") or "".join(secrets.choice(_UPPER) for _ in range(8)),
+        invoice_prefix=values.get("invoice_prefix") or random_upper(8),
         metadata=metadata,
         test_clock=None,
     )

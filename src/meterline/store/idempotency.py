@@ -15,25 +15,8 @@ from meterline.store.repo import Scope
 from meterline.store.tables import idempotency_keys as t
 
 
-def _lock_sqlite(conn: Connection, scope: Scope, key: str) -> bool:
-    return True  # the transaction already holds SQLite's single write lock
-
-
-def _lock_postgresql(conn: Connection, scope: Scope, key: str) -> bool:
-    digest = hashlib.sha256(f"{scope.account_id}|{scope.livemode}|{key}".encode()).digest()
-    n = int.from_bytes(digest[:8], "big", signed=True)
-    return bool(conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%(n)s)", {"n": n}).scalar())
-
-
-_LOCK = {"sqlite": _lock_sqlite, "postgresql": _lock_postgresql}
-
-
-def lock(conn: Connection, scope: Scope, key: str) -> bool:
-    """Hold the key for this transaction; False when another transaction holds it."""
-    return _LOCK[conn.dialect.name](conn, scope, key)
-
-
 _COLUMNS = "account_id, livemode, key, request_hash, created, status, response, request_id"
+_FIELDS = ("request_hash", "created", "status", "response", "request_id")
 _SQL = {
     dialect: {
         "load": f"SELECT request_hash, created, status, response, request_id FROM idempotency_keys "
@@ -43,6 +26,50 @@ _SQL = {
     }
     for dialect, ph in (("sqlite", "?"), ("postgresql", "%s"))
 }
+# PostgreSQL: take the key's transaction lock and read its row in one round trip.
+_LOCK_AND_LOAD_PG = (
+    "SELECT pg_try_advisory_xact_lock(%s), r.request_hash, r.created, r.status, r.response, r.request_id "
+    "FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS r "
+    "ON r.account_id = %s AND r.livemode = %s AND r.key = %s"
+)
+
+
+def _lock_number(scope: Scope, key: str) -> int:
+    digest = hashlib.sha256(f"{scope.account_id}|{scope.livemode}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _lock_and_load_sqlite(conn: Connection, scope: Scope, key: str) -> tuple[bool, dict[str, Any] | None]:
+    return True, load(conn, scope, key)  # the transaction already holds SQLite's single write lock
+
+
+def _lock_and_load_postgresql(conn: Connection, scope: Scope, key: str) -> tuple[bool, dict[str, Any] | None]:
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(_LOCK_AND_LOAD_PG, (_lock_number(scope, key), scope.account_id, scope.livemode, key))
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    locked = bool(row[0])
+    if not locked or row[1] is None:
+        return locked, None
+    return True, dict(zip(_FIELDS, row[1:]))
+
+
+_LOCK_AND_LOAD = {"sqlite": _lock_and_load_sqlite, "postgresql": _lock_and_load_postgresql}
+
+
+def lock_and_load(conn: Connection, scope: Scope, key: str) -> tuple[bool, dict[str, Any] | None]:
+    """Hold the key for this transaction and read its stored response. (False, None) when another
+    transaction holds the key (PostgreSQL; on SQLite the write lock already excludes others)."""
+    return _LOCK_AND_LOAD[conn.dialect.name](conn, scope, key)
+
+
+def lock(conn: Connection, scope: Scope, key: str) -> bool:
+    """Hold the key for this transaction; False when another transaction holds it."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%(n)s)", {"n": _lock_number(scope, key)}).scalar())
 
 
 def _run(conn: Connection, name: str, params: tuple[Any, ...]) -> Any:
@@ -67,6 +94,18 @@ def forget(conn: Connection, scope: Scope, key: str) -> None:
 
 def store(conn: Connection, scope: Scope, key: str, request_hash: str, request_id: str, now: int, status: int, response: bytes) -> None:
     _run(conn, "store", (scope.account_id, scope.livemode, key, request_hash, now, status, response, request_id))
+
+
+def store_many(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Store several responses at once: rows of (account_id, livemode, key, request_hash,
+    created, status, response, request_id)."""
+    if not rows:
+        return
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(_SQL[conn.dialect.name]["store"], rows)
+    finally:
+        cur.close()
 
 
 def purge_expired(conn: Connection, before: int) -> int:
