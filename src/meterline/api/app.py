@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from meterline.ids import request_id as new_request_id
 from meterline.services import ServiceError, unit
 from meterline.services import accounts as accounts_service
 from meterline.store import idempotency as idem
-from meterline.store.db import Database
+from meterline.store.db import Database, ItemSavepoints
 from meterline.store.repo import CursorMissing, Repo, Scope
 from meterline.wire import expand as expand_mod
 from meterline.wire.errors import StripeError, api_error
@@ -131,7 +132,8 @@ class MeterlineApp:
         self.expanders = expanders
         self._keys: dict[str, tuple[str, bool]] = {}
         self._pending: list[tuple[Job, asyncio.Future]] = []
-        self._flush_scheduled = False
+        self._flusher: asyncio.Task | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterline-writer")
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -142,6 +144,7 @@ class MeterlineApp:
                     self.db.start_checkpointer()
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
+                    self._writer.shutdown(wait=True)
                     self.db.dispose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
@@ -198,8 +201,8 @@ class MeterlineApp:
         args = (route, path_params, scope_, method, path, scope.get("query_string", b""), body, headers, rid, version)
         if route.offload:
             return await anyio.to_thread.run_sync(self._execute, *args)
-        # A point read or write takes tens of microseconds: running it on the event loop costs
-        # less than a hop to a thread. Writes that arrive together share one transaction.
+        # A point read takes tens of microseconds: running it on the event loop costs less than
+        # a hop to a thread. Writes that arrive together share one transaction.
         if route.write:
             return await self._submit(self._prepare(*args))
         return self._execute(*args)
@@ -305,16 +308,15 @@ class MeterlineApp:
         batch = _Batch()
         try:
             with self.db.write() as conn:
-                raw = conn.connection.driver_connection  # type: ignore[union-attr]
+                savepoint = ItemSavepoints(conn)
                 for i, job in enumerate(jobs):
-                    raw.execute("SAVEPOINT request")
+                    savepoint.begin()
                     mark = len(batch.rows)
                     try:
                         results[i] = self._perform(job, Repo(conn, job.scope), batch)
-                        raw.execute("RELEASE SAVEPOINT request")
+                        savepoint.ok()
                     except Exception as exc:
-                        raw.execute("ROLLBACK TO SAVEPOINT request")
-                        raw.execute("RELEASE SAVEPOINT request")
+                        savepoint.failed()
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
                 idem.store_many(conn, batch.rows)
@@ -336,30 +338,37 @@ class MeterlineApp:
             batch.store(job, 500, failure)
         return _StoredFailure(500, failure)
 
-    # -- batching writes on the event loop ---------------------------------------------------
+    # -- batching writes ------------------------------------------------------------------------
     async def _submit(self, job: Job):
+        """Queue a write; one writer thread per worker runs the queue in batches, so the event
+        loop keeps reading requests (which join the next batch) while a batch waits for the
+        database."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         self._pending.append((job, fut))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            # Requests whose bytes have already arrived are parsed before this runs, and join.
-            loop.call_soon(self._flush)
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush_loop())
         result = await fut
         if isinstance(result, Exception):
             raise result
         return result
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        else:
-            self._flush_scheduled = False
-        results = self._write_batch([job for job, _ in batch])
-        for (_, fut), result in zip(batch, results):
-            if not fut.done():
-                fut.set_result(result)
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                jobs = [job for job, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self._writer, self._write_batch, jobs)
+                except BaseException:  # never leave a request waiting
+                    log.exception("the write batch runner failed (request ids %s)", ", ".join(j.rid for j in jobs))
+                    results = [api_error(j.rid) for j in jobs]
+                for (_, fut), result in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._flusher = None
 
     def _lock_and_load(self, repo: Repo, scope_: Scope, key: str) -> dict[str, Any] | None:
         """The stored response of `key`, holding the key for this transaction. Raises 409 while
