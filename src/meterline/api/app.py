@@ -24,7 +24,7 @@ from meterline.ids import request_id as new_request_id
 from meterline.services import ServiceError, unit
 from meterline.services import accounts as accounts_service
 from meterline.store import idempotency as idem
-from meterline.store.db import Database, ItemSavepoints
+from meterline.store.db import Database, ItemSavepoints, is_database_error
 from meterline.store.repo import CursorMissing, Repo, Scope
 from meterline.wire import expand as expand_mod
 from meterline.wire.errors import StripeError, api_error
@@ -101,6 +101,25 @@ class _Batch:
         for row in self.rows[mark:]:
             self.stored.pop((row[0], row[1], row[2]), None)
         del self.rows[mark:]
+
+
+class _NeedsSavepoints(Exception):
+    """A request of a batch failed after writing: run the batch again with savepoints."""
+
+    def __init__(self, index: int, exc: Exception) -> None:
+        super().__init__(index)
+        self.index = index
+        self.exc = exc
+
+
+def _in_progress(key: str) -> StripeError:
+    return StripeError(
+        409,
+        f"There is currently another in-progress request using this Idempotency-Key ({key}); "
+        "retry this request after that one completes.",
+        type="idempotency_error",
+        code="idempotency_key_in_use",
+    )
 
 
 class _StoredFailure(Exception):
@@ -285,13 +304,16 @@ class MeterlineApp:
             raise result
         return result
 
-    def _perform(self, job: Job, repo: Repo, batch: _Batch):
+    def _perform(self, job: Job, repo: Repo, batch: _Batch, preloaded: tuple[bool, dict[str, Any] | None] | None):
         """One write request inside the open transaction: idempotency check, handler, and the
         response to store with it (written once for the whole batch, before the commit)."""
         if job.key:
             ident = (job.scope.account_id, job.scope.livemode, job.key)
-            earlier = batch.stored.get(ident)
-            row = earlier if earlier is not None else self._lock_and_load(repo, job.scope, job.key)
+            row = batch.stored.get(ident)
+            if row is None:
+                locked, row = preloaded if preloaded is not None else idem.lock_and_load(repo.conn, job.scope, job.key)
+                if not locked:
+                    raise _in_progress(job.key)
             replay = self._replay(row, job.key, job.digest, repo)  # type: ignore[arg-type]
             if replay is not None:
                 return replay
@@ -301,25 +323,50 @@ class MeterlineApp:
         return 200, out, []
 
     def _write_batch(self, jobs: list[Job]) -> list[Any]:
-        """Run write requests in one transaction, each in a savepoint of its own: a request that
-        fails leaves no trace, the others commit together (one commit, one WAL flush, one turn
-        of SQLite's write lock for the whole batch). Returns, per job, its result or exception."""
+        """Run write requests in one transaction (one commit, one WAL flush, one turn of
+        SQLite's write lock for all of them). Each request is all-or-nothing: the fast path runs
+        them one after another, which is exact as long as a request that fails has written
+        nothing (services check before they write); if one fails after writing, the batch is
+        rolled back and run again with a savepoint per request. Returns, per job, its result
+        or exception."""
+        try:
+            return self._run_batch(jobs, savepoints=False)
+        except _NeedsSavepoints as again:
+            # The failed request is not run twice: its outcome is known.
+            return self._run_batch(jobs, savepoints=True, known={again.index: again.exc})
+
+    def _run_batch(self, jobs: list[Job], *, savepoints: bool, known: dict[int, Exception] | None = None) -> list[Any]:
         results: list[Any] = [None] * len(jobs)
         batch = _Batch()
         try:
             with self.db.write() as conn:
-                savepoint = ItemSavepoints(conn)
+                keyed = [(i, job) for i, job in enumerate(jobs) if job.key]
+                preloaded: dict[int, Any] = {}
+                if keyed:
+                    loaded = idem.lock_and_load_many(conn, [(job.scope, job.key) for _, job in keyed])  # type: ignore[misc]
+                    preloaded = {i: row for (i, _), row in zip(keyed, loaded)}
+                savepoint = ItemSavepoints(conn) if savepoints else None
                 for i, job in enumerate(jobs):
-                    savepoint.begin()
+                    repo = Repo(conn, job.scope)
                     mark = len(batch.rows)
+                    if savepoint is not None:
+                        savepoint.begin()
                     try:
-                        results[i] = self._perform(job, Repo(conn, job.scope), batch)
-                        savepoint.ok()
+                        if known and i in known:
+                            raise known[i]
+                        results[i] = self._perform(job, repo, batch, preloaded.get(i))
+                        if savepoint is not None:
+                            savepoint.ok()
                     except Exception as exc:
-                        savepoint.failed()
+                        if savepoint is None and (repo.wrote or is_database_error(exc)):
+                            raise _NeedsSavepoints(i, exc) from exc
+                        if savepoint is not None:
+                            savepoint.failed()
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
                 idem.store_many(conn, batch.rows)
+        except _NeedsSavepoints:
+            raise
         except Exception:
             # BEGIN or COMMIT failed: nothing of this batch persisted.
             log.exception("a write transaction failed (request ids %s)", ", ".join(j.rid for j in jobs))
@@ -369,21 +416,6 @@ class MeterlineApp:
                         fut.set_result(result)
         finally:
             self._flusher = None
-
-    def _lock_and_load(self, repo: Repo, scope_: Scope, key: str) -> dict[str, Any] | None:
-        """The stored response of `key`, holding the key for this transaction. Raises 409 while
-        another transaction holds it (PostgreSQL; SQLite serializes writers, so a duplicate
-        waits for the first and replays it)."""
-        locked, row = idem.lock_and_load(repo.conn, scope_, key)
-        if not locked:
-            raise StripeError(
-                409,
-                f"There is currently another in-progress request using this Idempotency-Key ({key}); "
-                "retry this request after that one completes.",
-                type="idempotency_error",
-                code="idempotency_key_in_use",
-            )
-        return row
 
     def _replay(self, row: dict[str, Any] | None, key: str, digest: str, repo: Repo):
         """None to proceed; else the stored (status, body, headers). 400 on other parameters."""

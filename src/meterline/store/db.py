@@ -237,6 +237,11 @@ class Database:
         self.engine.dispose()
 
 
+def is_database_error(exc: BaseException) -> bool:
+    """Whether an exception came from the database (on PostgreSQL it aborts the transaction)."""
+    return isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.startswith(("sqlite3", "psycopg"))
+
+
 class ItemSavepoints:
     """One savepoint per item of a batch transaction, with the fewest round trips each dialect
     allows: on PostgreSQL the release of one item travels with the savepoint of the next, and

@@ -65,6 +65,38 @@ def lock_and_load(conn: Connection, scope: Scope, key: str) -> tuple[bool, dict[
     return _LOCK_AND_LOAD[conn.dialect.name](conn, scope, key)
 
 
+# PostgreSQL: lock and read every key of a batch in one round trip.
+_LOCK_AND_LOAD_MANY_PG = (
+    "SELECT k.i, pg_try_advisory_xact_lock(k.n), r.request_hash, r.created, r.status, r.response, r.request_id "
+    "FROM unnest(%s::int[], %s::bigint[], %s::text[], %s::boolean[], %s::text[]) AS k(i, n, account_id, livemode, key) "
+    "LEFT JOIN idempotency_keys AS r ON r.account_id = k.account_id AND r.livemode = k.livemode AND r.key = k.key "
+    "ORDER BY k.i"
+)
+
+
+def lock_and_load_many(conn: Connection, items: list[tuple[Scope, str]]) -> list[tuple[bool, dict[str, Any] | None]]:
+    """`lock_and_load` for several keys at once (in the order given)."""
+    if conn.dialect.name != "postgresql" or len(items) < 2:
+        return [lock_and_load(conn, scope, key) for scope, key in items]
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(
+            _LOCK_AND_LOAD_MANY_PG,
+            (
+                list(range(len(items))), [_lock_number(s, k) for s, k in items],
+                [s.account_id for s, _ in items], [s.livemode for s, _ in items], [k for _, k in items],
+            ),
+        )
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    out: list[tuple[bool, dict[str, Any] | None]] = []
+    for row in rows:
+        locked = bool(row[1])
+        out.append((locked, dict(zip(_FIELDS, row[2:])) if locked and row[2] is not None else None))
+    return out
+
+
 def lock(conn: Connection, scope: Scope, key: str) -> bool:
     """Hold the key for this transaction; False when another transaction holds it."""
     if conn.dialect.name != "postgresql":

@@ -34,6 +34,7 @@ class Repo:
         self.conn = conn
         self.scope = scope
         self.dialect = conn.dialect.name
+        self.wrote = False  # set by every write: a failure after a write needs a rollback
 
     def _own(self, table: sa.Table) -> list[Any]:
         return [table.c.account_id == self.scope.account_id, table.c.livemode == self.scope.livemode]
@@ -64,6 +65,7 @@ class Repo:
     def insert(self, table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
         """Insert one row of this scope; returns the row as stored (without `seq`)."""
         ct = compiled(table, self.conn.dialect)
+        self.wrote = True
         row = {**ct.defaults, **values, "account_id": self.scope.account_id, "livemode": self.scope.livemode}
         cur = self._cursor()
         try:
@@ -75,6 +77,7 @@ class Repo:
     def update(self, table: sa.Table, id: str, values: dict[str, Any]) -> int:
         if not values:
             return 0
+        self.wrote = True
         ct = compiled(table, self.conn.dialect)
         names = list(values)
         params = [ct.encode(n, values[n]) for n in names] + [self.scope.account_id, self.scope.livemode, id]
@@ -86,6 +89,7 @@ class Repo:
             cur.close()
 
     def update_where(self, table: sa.Table, where: Sequence[Any], values: dict[str, Any]) -> int:
+        self.wrote = True
         q = table.update().where(*self._own(table), *where).values(**values)
         return self.conn.execute(q).rowcount
 

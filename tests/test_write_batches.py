@@ -1,0 +1,96 @@
+"""Concurrent writes share one transaction, and each request stays all-or-nothing.
+
+The pipeline runs the write requests that arrive together as one batch (one commit). These tests
+drive a batch directly on a real database: a request that fails, before or after writing,
+leaves nothing, the others commit, and idempotency keys behave inside a batch as across them.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from inprocess import fresh_app
+
+from meterline.api.app import MeterlineApp
+from meterline.services import accounts
+from meterline.services.customers import create as create_customer
+from meterline.store.repo import Scope
+from meterline.wire.errors import StripeError
+
+CALLS = {"n": 0}
+
+
+def _write_then_boom(call):
+    CALLS["n"] += 1
+    call.params.read.update(call.params.data)
+    create_customer(call.repo, {"name": call.params.data.get("name")}, {})
+    raise RuntimeError("boom after a write")
+
+
+@pytest.fixture(scope="module")
+def app_and_scope(db_kind, tmp_path_factory):
+    app, key, drop = fresh_app(db_kind, tmp_path_factory.mktemp("batch"))
+    app.router.add("POST", "/v1/test_write_then_boom", _write_then_boom)
+    acct, livemode = accounts.resolve_key(app.db, key)
+    yield app, Scope(acct, livemode)
+    app._writer.shutdown()
+    app.db.dispose()
+    drop()
+
+
+def _job(app: MeterlineApp, scope: Scope, path: str, body: bytes, key: str | None = None):
+    route, params, _ = app.router.match("POST", path)
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    if key:
+        headers["idempotency-key"] = key
+    return app._prepare(route, params, scope, "POST", path, b"", body, headers, "req_test", "v")
+
+
+def _names(app: MeterlineApp, scope: Scope) -> list[str]:
+    route, params, _ = app.router.match("GET", "/v1/customers")
+    _, body, _ = app._execute(route, params, scope, "GET", "/v1/customers", b"limit=100", b"", {}, "req_t", "v")
+    return [c["name"] for c in orjson.loads(body)["data"]]
+
+
+def test_a_failure_after_a_write_leaves_nothing_and_the_rest_commit(app_and_scope):
+    app, scope = app_and_scope
+    before = CALLS["n"]
+    results = app._write_batch([
+        _job(app, scope, "/v1/customers", b"name=batch-a"),
+        _job(app, scope, "/v1/test_write_then_boom", b"name=batch-b"),
+        _job(app, scope, "/v1/customers", b"name=batch-c"),
+    ])
+    assert results[0][0] == 200 and results[2][0] == 200
+    assert getattr(results[1], "status", None) == 500
+    assert CALLS["n"] == before + 1  # the failed request ran once, not once per attempt
+    names = _names(app, scope)
+    assert "batch-a" in names and "batch-c" in names and "batch-b" not in names
+
+
+def test_a_refused_request_leaves_the_others(app_and_scope):
+    app, scope = app_and_scope
+    results = app._write_batch([
+        _job(app, scope, "/v1/customers", b"name=refused-a"),
+        _job(app, scope, "/v1/customers", b"name=refused-b&bogus=1"),
+        _job(app, scope, "/v1/customers", b"name=refused-c"),
+    ])
+    assert isinstance(results[1], StripeError) and results[1].param == "bogus"
+    names = _names(app, scope)
+    assert "refused-a" in names and "refused-c" in names and "refused-b" not in names
+
+
+def test_one_key_twice_in_a_batch_runs_once(app_and_scope):
+    app, scope = app_and_scope
+    results = app._write_batch([
+        _job(app, scope, "/v1/customers", b"name=twice", key="k-twice"),
+        _job(app, scope, "/v1/customers", b"name=twice", key="k-twice"),
+        _job(app, scope, "/v1/customers", b"name=other", key="k-twice"),
+    ])
+    assert results[0][1] == results[1][1]
+    assert dict(results[1][2])[b"idempotent-replayed"] == b"true"
+    assert isinstance(results[2], StripeError) and results[2].type == "idempotency_error"
+    assert _names(app, scope).count("twice") == 1
+    # and in a later batch, the stored response replays
+    later = app._write_batch([_job(app, scope, "/v1/customers", b"name=twice", key="k-twice")])
+    assert later[0][1] == results[0][1]
+    assert _names(app, scope).count("twice") == 1
