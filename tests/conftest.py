@@ -28,7 +28,12 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--db", default="sqlite", choices=["sqlite", "postgresql"], help="database engine for the suite")
+    parser.addoption(
+        "--db",
+        default="sqlite",
+        choices=["sqlite", "postgresql"],
+        help="database engine for the suite",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +58,9 @@ def fresh_database_url(kind: str, tmp_dir: Path) -> tuple[str, callable]:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
     except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL at {admin} is required for --db=postgresql and could not be reached: {e}")
+        pytest.fail(
+            f"PostgreSQL at {admin} is required for --db=postgresql and could not be reached: {e}"
+        )
     sep = "&" if "?" in admin else "?"
 
     def drop() -> None:
@@ -109,8 +116,23 @@ def start_server(database_url: str, *, workers: int = 2, log: Path) -> Server:
     key = "sk_test_" + secrets.token_hex(12)
     logf = open(log, "wb")
     proc = subprocess.Popen(
-        [*MELINE, "serve", "--port", str(port), "--database-url", database_url, "--workers", str(workers), "--api-key", key, "--log-level", "warning"],
-        stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            *MELINE,
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--workers",
+            str(workers),
+            "--api-key",
+            key,
+            "--log-level",
+            "warning",
+        ],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

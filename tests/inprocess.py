@@ -50,7 +50,9 @@ def fresh_app(db_kind: str, tmp_dir: Path) -> tuple[MeterlineApp, str, callable]
 @contextmanager
 def serve(app: MeterlineApp, key: str) -> Iterator[Running]:
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

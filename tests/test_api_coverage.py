@@ -19,8 +19,13 @@ def test_coverage_table_matches_the_router():
     router = Router()
     for module in MODULES:
         module.register(router)
-    served = {(m, _norm(p)) for (m, p) in router.static} | {(r.method, _norm(r.path)) for r in router.dynamic}
+    served = {(m, _norm(p)) for (m, p) in router.static} | {
+        (r.method, _norm(r.path)) for r in router.dynamic
+    }
     documented = set()
     for m in re.finditer(r"^\| `(\w+)` \| `([^`]+)` \| yes", DOC.read_text(), re.M):
         documented.add((m.group(1), _norm(m.group(2))))
-    assert served == documented, {"served, not marked yes": served - documented, "marked yes, not served": documented - served}
+    assert served == documented, {
+        "served, not marked yes": served - documented,
+        "marked yes, not served": documented - served,
+    }

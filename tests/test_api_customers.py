@@ -84,16 +84,28 @@ def test_retrieve_unknown_is_404(http):
 def test_update_fields(client):
     c = client.v1.customers.create({**FULL, "email": _email()})
     new_email = _email("u")
-    u = _d(client.v1.customers.update(c.id, {
-        "name": "Grace Hopper",
-        "email": new_email,
-        "phone": "+15555550199",
-        "address": {"city": "Arlington", "country": "US"},
-        "preferred_locales": ["en-US"],
-    }))
+    u = _d(
+        client.v1.customers.update(
+            c.id,
+            {
+                "name": "Grace Hopper",
+                "email": new_email,
+                "phone": "+15555550199",
+                "address": {"city": "Arlington", "country": "US"},
+                "preferred_locales": ["en-US"],
+            },
+        )
+    )
     assert_matches(u, "customer")
     assert u["name"] == "Grace Hopper" and u["email"] == new_email and u["phone"] == "+15555550199"
-    assert u["address"] == {"city": "Arlington", "country": "US", "line1": None, "line2": None, "postal_code": None, "state": None}
+    assert u["address"] == {
+        "city": "Arlington",
+        "country": "US",
+        "line1": None,
+        "line2": None,
+        "postal_code": None,
+        "state": None,
+    }
     assert u["preferred_locales"] == ["en-US"]
     assert u["description"] == FULL["description"]  # untouched
     assert u["metadata"] == FULL["metadata"]  # untouched
@@ -102,7 +114,9 @@ def test_update_fields(client):
 
 
 def test_update_empty_description_clears_to_null(client):
-    c = client.v1.customers.create({"email": _email(), "description": "to be cleared", "name": "Keep"})
+    c = client.v1.customers.create(
+        {"email": _email(), "description": "to be cleared", "name": "Keep"}
+    )
     u = _d(client.v1.customers.update(c.id, {"description": ""}))
     assert_matches(u, "customer")
     assert u["description"] is None and u["name"] == "Keep"
@@ -111,7 +125,11 @@ def test_update_empty_description_clears_to_null(client):
 
 def test_update_empty_values_clear_other_fields(client):
     c = client.v1.customers.create({**FULL, "email": _email()})
-    u = _d(client.v1.customers.update(c.id, {"phone": "", "address": "", "preferred_locales": "", "name": ""}))
+    u = _d(
+        client.v1.customers.update(
+            c.id, {"phone": "", "address": "", "preferred_locales": "", "name": ""}
+        )
+    )
     assert_matches(u, "customer")
     assert u["phone"] is None and u["address"] is None and u["name"] is None
     assert u["preferred_locales"] == []
@@ -136,8 +154,12 @@ def test_update_empty_metadata_clears_all(client):
 
 
 def test_update_metadata_over_50_keys_after_merge_is_refused_and_changes_nothing(client, http):
-    c = client.v1.customers.create({"email": _email(), "metadata": {f"k{i}": "v" for i in range(30)}})
-    r = http.post(f"/v1/customers/{c.id}", data={f"metadata[n{i}]": "x" for i in range(21)} | {"name": "nope"})
+    c = client.v1.customers.create(
+        {"email": _email(), "metadata": {f"k{i}": "v" for i in range(30)}}
+    )
+    r = http.post(
+        f"/v1/customers/{c.id}", data={f"metadata[n{i}]": "x" for i in range(21)} | {"name": "nope"}
+    )
     assert r.status_code == 400
     assert_error(r.json(), "invalid_request_error", param="metadata")
     got = _d(client.v1.customers.retrieve(c.id))
@@ -177,7 +199,11 @@ def test_update_or_delete_of_deleted_customer_is_404(client, http):
     r = http.delete(f"/v1/customers/{c.id}")
     assert r.status_code == 404
     assert_error(r.json(), "invalid_request_error", code="resource_missing")
-    assert http.get(f"/v1/customers/{c.id}").json() == {"id": c.id, "object": "customer", "deleted": True}
+    assert http.get(f"/v1/customers/{c.id}").json() == {
+        "id": c.id,
+        "object": "customer",
+        "deleted": True,
+    }
 
 
 def test_delete_unknown_is_404(http):

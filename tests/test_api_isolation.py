@@ -89,7 +89,9 @@ def test_other_account_cannot_see_or_touch(server, client, other_key, mine):
         # another account's id is no cursor here
         r = h.get("/v1/customers", params={"starting_after": c.id})
         assert r.status_code == 404
-        assert_error(r.json(), "invalid_request_error", code="resource_missing", param="starting_after")
+        assert_error(
+            r.json(), "invalid_request_error", code="resource_missing", param="starting_after"
+        )
 
     with pytest.raises(stripe.InvalidRequestError) as ei:
         other.v1.customers.retrieve(c.id)
@@ -152,7 +154,9 @@ def test_live_key_sees_live_objects_only(server, client, http, live_key, mine):
         assert all(x["livemode"] is True for x in r.json()["data"])
         r = lh.get("/v1/products", params={"limit": 100})
         assert all(x["livemode"] is True for x in r.json()["data"])
-        assert [x["id"] for x in lh.get("/v1/customers", params={"email": live_email}).json()["data"]] == [lc.id]
+        assert [
+            x["id"] for x in lh.get("/v1/customers", params={"email": live_email}).json()["data"]
+        ] == [lc.id]
 
     # and the live objects are not there for the test key
     r = http.get(f"/v1/customers/{lc.id}")

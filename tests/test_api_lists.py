@@ -18,7 +18,10 @@ def acct(server):
     """(client, key, ids newest first) for a new account holding exactly N customers."""
     key = server.new_key(new_account=True)
     client = server.client(key)
-    ids = [client.v1.customers.create({"name": f"L{i:02d}", "email": f"l{i}@example.com"}).id for i in range(N)]
+    ids = [
+        client.v1.customers.create({"name": f"L{i:02d}", "email": f"l{i}@example.com"}).id
+        for i in range(N)
+    ]
     return client, key, ids[::-1]
 
 
@@ -162,7 +165,10 @@ def test_sdk_auto_paging_visits_all(acct):
     got = [c.id for c in client.v1.customers.list({"limit": 4}).auto_paging_iter()]
     assert got == ids
     # backwards from the oldest: the SDK yields oldest to newest
-    back = [c.id for c in client.v1.customers.list({"limit": 6, "ending_before": ids[-1]}).auto_paging_iter()]
+    back = [
+        c.id
+        for c in client.v1.customers.list({"limit": 6, "ending_before": ids[-1]}).auto_paging_iter()
+    ]
     assert back == ids[-2::-1]
 
 
@@ -177,7 +183,9 @@ def test_expand_of_a_non_expandable_field_on_a_list(acct, ahttp):
     r = ahttp.get("/v1/customers", params={"expand[]": "data.email"})
     assert r.status_code == 400
     assert_error(r.json(), "invalid_request_error", param="expand[0]")
-    r = ahttp.get("/v1/customers", params=[("expand[]", "data.test_clock"), ("expand[]", "data.name")])
+    r = ahttp.get(
+        "/v1/customers", params=[("expand[]", "data.test_clock"), ("expand[]", "data.name")]
+    )
     assert r.status_code == 400
     assert_error(r.json(), "invalid_request_error", param="expand[1]")
     r = ahttp.get("/v1/customers", params={"expand[]": "data.email", "limit": 1})
@@ -188,7 +196,9 @@ def test_expand_of_a_non_expandable_field_on_a_list(acct, ahttp):
 def test_expand_refusal_does_not_depend_on_the_data(acct, ahttp):
     r = ahttp.get("/v1/customers", params={"expand[]": "data.phone"})  # phone is null on every item
     assert r.status_code == 400
-    r = ahttp.get("/v1/customers", params={"expand[]": "data.email", "ending_before": acct[2][0]})  # empty page
+    r = ahttp.get(
+        "/v1/customers", params={"expand[]": "data.email", "ending_before": acct[2][0]}
+    )  # empty page
     assert r.status_code == 400
 
 

@@ -22,15 +22,17 @@ def _d(obj) -> dict:
 
 def test_create_and_retrieve(client):
     name = f"Widget {_tag()}"
-    p = client.v1.products.create({
-        "name": name,
-        "description": "a fine widget",
-        "unit_label": "seat",
-        "url": "https://example.com/widget",
-        "statement_descriptor": "WIDGET CO",
-        "images": ["https://example.com/w.png"],
-        "metadata": {"sku": "W-1"},
-    })
+    p = client.v1.products.create(
+        {
+            "name": name,
+            "description": "a fine widget",
+            "unit_label": "seat",
+            "url": "https://example.com/widget",
+            "statement_descriptor": "WIDGET CO",
+            "images": ["https://example.com/w.png"],
+            "metadata": {"sku": "W-1"},
+        }
+    )
     created = _d(p)
     assert_matches(created, "product")
     assert created["id"].startswith("prod_")
@@ -67,11 +69,21 @@ def test_custom_id_and_duplicate(client, http):
 
 
 def test_update(client):
-    p = client.v1.products.create({"name": "Before", "description": "old", "metadata": {"a": "1", "b": "2"}})
-    u = _d(client.v1.products.update(p.id, {
-        "name": "After", "description": "", "unit_label": "unit", "active": False,
-        "metadata": {"a": "", "c": "3"},
-    }))
+    p = client.v1.products.create(
+        {"name": "Before", "description": "old", "metadata": {"a": "1", "b": "2"}}
+    )
+    u = _d(
+        client.v1.products.update(
+            p.id,
+            {
+                "name": "After",
+                "description": "",
+                "unit_label": "unit",
+                "active": False,
+                "metadata": {"a": "", "c": "3"},
+            },
+        )
+    )
     assert_matches(u, "product")
     assert u["name"] == "After" and u["description"] is None and u["unit_label"] == "unit"
     assert u["active"] is False
@@ -159,7 +171,9 @@ def test_list_active_filter_and_ids(client, http):
 def test_list_bad_boolean(http):
     r = http.get("/v1/products", params={"active": "maybe"})
     assert r.status_code == 400
-    assert_error(r.json(), "invalid_request_error", code="parameter_invalid_boolean", param="active")
+    assert_error(
+        r.json(), "invalid_request_error", code="parameter_invalid_boolean", param="active"
+    )
 
 
 def test_expand_default_price(client, http):

@@ -9,13 +9,20 @@ import time
 
 import httpx
 import sqlalchemy as sa
-from conftest import MELINE, fresh_database_url, free_port
 
+from conftest import MELINE, free_port, fresh_database_url
 from meterline.store.db import Database
 
 
 def run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([*MELINE, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, check=check, timeout=60)
+    return subprocess.run(
+        [*MELINE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=check,
+        timeout=60,
+    )
 
 
 def test_every_command_has_help():
@@ -23,14 +30,31 @@ def test_every_command_has_help():
         out = run(*args, "--help").stdout
         assert "Usage:" in out
     serve = run("serve", "--help").stdout
-    for opt in ("--host", "--port", "--database-url", "--workers", "--api-key", "METERLINE_DATABASE_URL", "METERLINE_API_KEY"):
+    for opt in (
+        "--host",
+        "--port",
+        "--database-url",
+        "--workers",
+        "--api-key",
+        "METERLINE_DATABASE_URL",
+        "METERLINE_API_KEY",
+    ):
         assert opt in serve
     assert "--new-account" in run("keys", "create", "--help").stdout
     assert "--database-url" in run("migrate", "--help").stdout
 
 
 def test_bad_api_key_is_refused_clearly(database_url):
-    r = run("serve", "--database-url", database_url, "--api-key", "pk_test_nope", "--port", str(free_port()), check=False)
+    r = run(
+        "serve",
+        "--database-url",
+        database_url,
+        "--api-key",
+        "pk_test_nope",
+        "--port",
+        str(free_port()),
+        check=False,
+    )
     assert r.returncode != 0
     assert "sk_test_" in r.stderr and "sk_live_" in r.stderr
 
@@ -41,18 +65,34 @@ def test_bad_database_url_is_refused_clearly():
 
 
 def test_keys_create_works_while_the_server_runs(server):
-    key = run("keys", "create", "--database-url", server.database_url).stdout.strip().splitlines()[-1]
+    key = (
+        run("keys", "create", "--database-url", server.database_url).stdout.strip().splitlines()[-1]
+    )
     assert re.fullmatch(r"sk_test_[A-Za-z0-9]{32}", key)
     r = httpx.post(server.base_url + "/v1/customers", data={"name": "k"}, auth=(key, ""))
     assert r.status_code == 200
     # the default account: the server's own key sees what the new key made
-    assert httpx.get(server.base_url + f"/v1/customers/{r.json()['id']}", auth=(server.key, "")).status_code == 200
+    assert (
+        httpx.get(
+            server.base_url + f"/v1/customers/{r.json()['id']}", auth=(server.key, "")
+        ).status_code
+        == 200
+    )
 
 
 def test_new_account_keys_are_separate(server):
-    key = run("keys", "create", "--new-account", "--database-url", server.database_url).stdout.strip().splitlines()[-1]
-    cid = httpx.post(server.base_url + "/v1/customers", data={"name": "n"}, auth=(key, "")).json()["id"]
-    assert httpx.get(server.base_url + f"/v1/customers/{cid}", auth=(server.key, "")).status_code == 404
+    key = (
+        run("keys", "create", "--new-account", "--database-url", server.database_url)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    cid = httpx.post(server.base_url + "/v1/customers", data={"name": "n"}, auth=(key, "")).json()[
+        "id"
+    ]
+    assert (
+        httpx.get(server.base_url + f"/v1/customers/{cid}", auth=(server.key, "")).status_code
+        == 404
+    )
 
 
 def test_keys_are_stored_hashed(server):
@@ -82,7 +122,10 @@ def test_serve_without_a_key_creates_and_prints_one(db_kind, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [*MELINE, "serve", "--port", str(port), "--database-url", url, "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         lines = []

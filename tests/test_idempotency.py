@@ -7,9 +7,9 @@ import threading
 import uuid
 
 import sqlalchemy as sa
-from openapi_check import assert_error, assert_matches
 
 from meterline.store.db import Database
+from openapi_check import assert_error, assert_matches
 
 
 def _count(http, email: str) -> int:
@@ -18,10 +18,14 @@ def _count(http, email: str) -> int:
 
 def test_replay_is_byte_for_byte_and_creates_once(http):
     key, email = str(uuid.uuid4()), f"{uuid.uuid4().hex}@ex.com"
-    first = http.post("/v1/customers", data={"email": email, "name": "A"}, headers={"Idempotency-Key": key})
+    first = http.post(
+        "/v1/customers", data={"email": email, "name": "A"}, headers={"Idempotency-Key": key}
+    )
     assert first.status_code == 200
     assert_matches(first.json(), "customer")
-    again = http.post("/v1/customers", data={"email": email, "name": "A"}, headers={"Idempotency-Key": key})
+    again = http.post(
+        "/v1/customers", data={"email": email, "name": "A"}, headers={"Idempotency-Key": key}
+    )
     assert again.status_code == 200
     assert again.content == first.content
     assert again.headers["idempotent-replayed"] == "true"
@@ -32,16 +36,31 @@ def test_replay_is_byte_for_byte_and_creates_once(http):
 
 def test_same_parameters_in_another_order_replay(http):
     key, email = str(uuid.uuid4()), f"{uuid.uuid4().hex}@ex.com"
-    a = http.post("/v1/customers", content=f"email={email}&name=B".encode(), headers={"Idempotency-Key": key, "Content-Type": "application/x-www-form-urlencoded"})
-    b = http.post("/v1/customers", content=f"name=B&email={email}".encode(), headers={"Idempotency-Key": key, "Content-Type": "application/x-www-form-urlencoded"})
+    a = http.post(
+        "/v1/customers",
+        content=f"email={email}&name=B".encode(),
+        headers={"Idempotency-Key": key, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    b = http.post(
+        "/v1/customers",
+        content=f"name=B&email={email}".encode(),
+        headers={"Idempotency-Key": key, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert a.status_code == b.status_code == 200 and a.content == b.content
     assert _count(http, email) == 1
 
 
 def test_reuse_with_other_parameters_is_refused(http):
     key, email = str(uuid.uuid4()), f"{uuid.uuid4().hex}@ex.com"
-    assert http.post("/v1/customers", data={"email": email}, headers={"Idempotency-Key": key}).status_code == 200
-    r = http.post("/v1/customers", data={"email": email, "name": "other"}, headers={"Idempotency-Key": key})
+    assert (
+        http.post(
+            "/v1/customers", data={"email": email}, headers={"Idempotency-Key": key}
+        ).status_code
+        == 200
+    )
+    r = http.post(
+        "/v1/customers", data={"email": email, "name": "other"}, headers={"Idempotency-Key": key}
+    )
     assert r.status_code == 400
     assert_error(r.json(), "idempotency_error")
     assert key in r.json()["error"]["message"]
@@ -53,7 +72,9 @@ def test_reuse_with_other_parameters_is_refused(http):
 
 def test_validation_failure_is_not_stored(http):
     key, email = str(uuid.uuid4()), f"{uuid.uuid4().hex}@ex.com"
-    bad = http.post("/v1/customers", data={"email": email, "bogus": "1"}, headers={"Idempotency-Key": key})
+    bad = http.post(
+        "/v1/customers", data={"email": email, "bogus": "1"}, headers={"Idempotency-Key": key}
+    )
     assert bad.status_code == 400
     assert_error(bad.json(), "invalid_request_error", code="parameter_unknown", param="bogus")
     assert _count(http, email) == 0
@@ -88,14 +109,24 @@ def test_sdk_retry_with_the_same_key_replays(client):
 
 def test_key_expires_after_24_hours(server, http):
     key, email = str(uuid.uuid4()), f"{uuid.uuid4().hex}@ex.com"
-    assert http.post("/v1/customers", data={"email": email}, headers={"Idempotency-Key": key}).status_code == 200
+    assert (
+        http.post(
+            "/v1/customers", data={"email": email}, headers={"Idempotency-Key": key}
+        ).status_code
+        == 200
+    )
     db = Database(server.database_url)
     try:
         with db.write() as conn:
-            conn.execute(sa.text("UPDATE idempotency_keys SET created = created - 86401 WHERE key = :k"), {"k": key})
+            conn.execute(
+                sa.text("UPDATE idempotency_keys SET created = created - 86401 WHERE key = :k"),
+                {"k": key},
+            )
     finally:
         db.dispose()
-    r = http.post("/v1/customers", data={"email": email, "name": "new"}, headers={"Idempotency-Key": key})
+    r = http.post(
+        "/v1/customers", data={"email": email, "name": "new"}, headers={"Idempotency-Key": key}
+    )
     assert r.status_code == 200 and r.json()["name"] == "new"
     assert _count(http, email) == 2
 
@@ -110,7 +141,11 @@ def test_concurrent_duplicates_execute_once(server, db_kind):
     def send() -> None:
         with server.http() as c:
             barrier.wait()
-            r = c.post("/v1/customers", data={"email": email, "name": "race"}, headers={"Idempotency-Key": key})
+            r = c.post(
+                "/v1/customers",
+                data={"email": email, "name": "race"},
+                headers={"Idempotency-Key": key},
+            )
             with lock:
                 results.append((r.status_code, r.json()))
 
@@ -137,7 +172,9 @@ def test_in_progress_key_gets_409_on_postgresql(server, http, db_kind):
     if db_kind != "postgresql":
         import pytest
 
-        pytest.skip("the in-progress state is only observable on PostgreSQL; SQLite serializes writers")
+        pytest.skip(
+            "the in-progress state is only observable on PostgreSQL; SQLite serializes writers"
+        )
     from meterline.store import idempotency as idem
     from meterline.store.accounts import key_digest
     from meterline.store.repo import Scope
@@ -147,7 +184,8 @@ def test_in_progress_key_gets_409_on_postgresql(server, http, db_kind):
     try:
         with db.read() as conn:
             acct = conn.execute(
-                sa.text("SELECT account_id FROM api_keys WHERE key_hash = :h"), {"h": key_digest(server.key)}
+                sa.text("SELECT account_id FROM api_keys WHERE key_hash = :h"),
+                {"h": key_digest(server.key)},
             ).scalar_one()
         with db.write() as conn:
             assert idem.lock(conn, Scope(acct, False), key)

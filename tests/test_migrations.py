@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import fresh_database_url
 
+from conftest import fresh_database_url
 from meterline.store.db import Database
 from meterline.store.migrate import upgrade
 from meterline.store.tables import metadata

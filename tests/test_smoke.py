@@ -4,7 +4,9 @@ from openapi_check import assert_matches
 
 
 def test_customer_roundtrip(client):
-    c = client.v1.customers.create({"name": "Ada", "email": "ada@example.com", "metadata": {"tier": "gold"}})
+    c = client.v1.customers.create(
+        {"name": "Ada", "email": "ada@example.com", "metadata": {"tier": "gold"}}
+    )
     assert c.id.startswith("cus_")
     got = client.v1.customers.retrieve(c.id)
     assert got.email == "ada@example.com" and got.metadata["tier"] == "gold"

@@ -87,7 +87,17 @@ def assert_safe_500(r) -> str:
     err = body["error"]
     assert err["type"] == "api_error"
     assert rid in err["message"]
-    for leak in ("Traceback", 'File "', "KaboomFailure", "ZeroDivisionError", "division by zero", SECRET, "database password", "meterline/", ".py"):
+    for leak in (
+        "Traceback",
+        'File "',
+        "KaboomFailure",
+        "ZeroDivisionError",
+        "division by zero",
+        SECRET,
+        "database password",
+        "meterline/",
+        ".py",
+    ):
         assert leak not in r.text, leak
     return rid
 
@@ -166,9 +176,13 @@ def test_idempotent_500_after_a_write_replays_and_keeps_nothing(running, records
     name = "idem-rolled-back-" + secrets.token_hex(4)
     before = CALLS["write_then_boom"]
     with running.http() as c:
-        first = c.post("/v1/test_write_then_boom", data={"name": name}, headers={"Idempotency-Key": key})
+        first = c.post(
+            "/v1/test_write_then_boom", data={"name": name}, headers={"Idempotency-Key": key}
+        )
         assert_safe_500(first)
-        again = c.post("/v1/test_write_then_boom", data={"name": name}, headers={"Idempotency-Key": key})
+        again = c.post(
+            "/v1/test_write_then_boom", data={"name": name}, headers={"Idempotency-Key": key}
+        )
         assert (again.status_code, again.content) == (500, first.content)
         assert CALLS["write_then_boom"] == before + 1
         listed = c.get("/v1/customers", params={"limit": 100}).json()["data"]

@@ -66,7 +66,9 @@ class RecordingHTTPClient(stripe.HTTPClient):
 
 def test_sdk_encoding_helper_matches_what_the_sdk_sends():
     http = RecordingHTTPClient()
-    client = stripe.StripeClient("sk_test_recording", http_client=http, base_addresses={"api": "http://127.0.0.1:9"})
+    client = stripe.StripeClient(
+        "sk_test_recording", http_client=http, base_addresses={"api": "http://127.0.0.1:9"}
+    )
     params = {
         "name": "Ada & Co = [x]",
         "metadata": {"a b": "c+d", "k": ""},
@@ -78,7 +80,9 @@ def test_sdk_encoding_helper_matches_what_the_sdk_sends():
     client.v1.customers.list({"expand": ["data.customer"], "limit": 3})  # type: ignore[arg-type]
     (post_method, _, body), (get_method, get_url, _) = http.sent
     assert post_method == "post" and body == sdk_encode(params)
-    assert get_method == "get" and get_url.split("?", 1)[1] == sdk_encode({"expand": ["data.customer"], "limit": 3})
+    assert get_method == "get" and get_url.split("?", 1)[1] == sdk_encode(
+        {"expand": ["data.customer"], "limit": 3}
+    )
     assert decode_form(body) == {
         "name": "Ada & Co = [x]",
         "metadata": {"a b": "c+d", "k": ""},
@@ -145,7 +149,9 @@ def read_like(params: Params, expected: dict[str, Any]) -> dict[str, Any]:
                 items = params.list(key, required=True)
                 assert items is not None and len(items) == len(shape)
                 out[key] = [
-                    read_like(Params(item, f"{params.name(key)}[{i}]"), s) if isinstance(s, dict) else item
+                    read_like(Params(item, f"{params.name(key)}[{i}]"), s)
+                    if isinstance(s, dict)
+                    else item
                     for i, (item, s) in enumerate(zip(items, shape, strict=True))
                 ]
         else:
@@ -178,7 +184,12 @@ def test_roundtrip_from_bytes_and_in_any_order_of_keys(params):
 def test_split_key():
     assert split_key("a") == ["a"]
     assert split_key("a[b][0][]") == ["a", "b", "0", ""]
-    assert split_key("meters[0][dimension_filters][region]") == ["meters", "0", "dimension_filters", "region"]
+    assert split_key("meters[0][dimension_filters][region]") == [
+        "meters",
+        "0",
+        "dimension_filters",
+        "region",
+    ]
     assert split_key("a b[c d]") == ["a b", "c d"]
 
 
@@ -191,10 +202,18 @@ def test_empty_brackets_append():
 def test_empty_brackets_group_keys_into_one_object_until_a_key_repeats():
     # Rack's rule (Stripe's servers, the docs' curl examples): `a[][k]` adds to the last object
     # unless that object already has `k`.
-    assert decode_form("a[][b]=1&a[][c]=2&a[][b]=3&a[][c]=4") == {"a": [{"b": "1", "c": "2"}, {"b": "3", "c": "4"}]}
-    assert decode_form("a[][b][c]=1&a[][b][d]=2&a[][b][c]=3") == {"a": [{"b": {"c": "1", "d": "2"}}, {"b": {"c": "3"}}]}
+    assert decode_form("a[][b]=1&a[][c]=2&a[][b]=3&a[][c]=4") == {
+        "a": [{"b": "1", "c": "2"}, {"b": "3", "c": "4"}]
+    }
+    assert decode_form("a[][b][c]=1&a[][b][d]=2&a[][b][c]=3") == {
+        "a": [{"b": {"c": "1", "d": "2"}}, {"b": {"c": "3"}}]
+    }
     assert decode_form("a[][b][]=1&a[][b][]=2") == {"a": [{"b": ["1", "2"]}]}
-    tiers = Params(decode_form("tiers[][up_to]=10&tiers[][unit_amount]=5&tiers[][up_to]=inf&tiers[][unit_amount]=3")).obj_list("tiers")
+    tiers = Params(
+        decode_form(
+            "tiers[][up_to]=10&tiers[][unit_amount]=5&tiers[][up_to]=inf&tiers[][unit_amount]=3"
+        )
+    ).obj_list("tiers")
     assert tiers is not None
     assert [(t.str("up_to"), t.int("unit_amount")) for t in tiers] == [("10", 5), ("inf", 3)]
 
@@ -220,7 +239,11 @@ def test_empty_values_are_kept():
 def test_percent_encoded_brackets_and_plus():
     assert decode_form("a%5Bb%5D=1") == {"a": {"b": "1"}}
     assert decode_form("a%5bb%5d%5B0%5D=1") == {"a": {"b": {"0": "1"}}}
-    assert decode_form("name=Ada+Lovelace&q=1%2B1%3D2&t=%26") == {"name": "Ada Lovelace", "q": "1+1=2", "t": "&"}
+    assert decode_form("name=Ada+Lovelace&q=1%2B1%3D2&t=%26") == {
+        "name": "Ada Lovelace",
+        "q": "1+1=2",
+        "t": "&",
+    }
     assert decode_form("metadata[my+key]=a+b") == {"metadata": {"my key": "a b"}}
     assert decode_form("v=%E2%82%AC") == {"v": "€"}
     assert decode_form("v=a=b") == {"v": "a=b"}
@@ -279,7 +302,11 @@ def test_decode_takes_pairs():
 
 
 def _tier_param() -> Params:
-    root = Params(decode_form("tiers[0][up_to]=10&tiers[1][up_to]=ten&tiers[1][flat]=yes&tiers[1][amount]=1.2.3&tiers[1][mode]=odd"))
+    root = Params(
+        decode_form(
+            "tiers[0][up_to]=10&tiers[1][up_to]=ten&tiers[1][flat]=yes&tiers[1][amount]=1.2.3&tiers[1][mode]=odd"
+        )
+    )
     tiers = root.obj_list("tiers")
     assert tiers is not None
     return tiers[1]
@@ -294,7 +321,9 @@ def test_int_error_names_bracketed_param():
     assert err.body()["error"]["param"] == "tiers[0][up_to]"
 
 
-@pytest.mark.parametrize("value", ["1.5", "1e3", "", " 1", "1 ", "12\n", "0x10", "١٢", "1_000", "9" * 19, "--1"])
+@pytest.mark.parametrize(
+    "value", ["1.5", "1e3", "", " 1", "1 ", "12\n", "0x10", "١٢", "1_000", "9" * 19, "--1"]
+)
 def test_int_refuses_non_integers(value):
     if value == "":
         assert Params({"n": value}).int("n") is None  # empty means unset
@@ -323,7 +352,9 @@ def test_bool():
     assert (err.param, err.code) == ("tiers[1][flat]", "parameter_invalid_boolean")
 
 
-@pytest.mark.parametrize("value", ["1.2.3", "abc", "1e", "1e999", "NaN", "Infinity", "1,5", "١.٥", "1.5\n", "."])
+@pytest.mark.parametrize(
+    "value", ["1.2.3", "abc", "1e", "1e999", "NaN", "Infinity", "1,5", "١.٥", "1.5\n", "."]
+)
 def test_decimal_refuses(value):
     err = refused(lambda: Params({"d": value}).decimal("d"))
     assert (err.param, err.code) == ("d", "parameter_invalid_decimal")
@@ -438,7 +469,17 @@ def test_list_from_indexes_sorted_numerically():
 
 @pytest.mark.parametrize(
     "indexes",
-    [["0", "2"], ["1"], ["0", "1", "3"], ["-1", "0"], ["0", "x"], ["0", "01"], ["0", " 1"], ["0", "+1"], ["00"]],
+    [
+        ["0", "2"],
+        ["1"],
+        ["0", "1", "3"],
+        ["-1", "0"],
+        ["0", "x"],
+        ["0", "01"],
+        ["0", " 1"],
+        ["0", "+1"],
+        ["00"],
+    ],
 )
 def test_list_with_gaps_or_odd_indexes_is_refused(indexes):
     err = refused(lambda: Params({"a": {i: "v" for i in indexes}}).list("a"))
@@ -489,7 +530,9 @@ def test_metadata_key_length():
 
 def test_metadata_value_length():
     assert Params({"metadata": {"k": "v" * MAX_METADATA_VALUE_LEN}}).metadata() is not None
-    err = refused(lambda: Params({"metadata": {"k": "v" * (MAX_METADATA_VALUE_LEN + 1)}}).metadata())
+    err = refused(
+        lambda: Params({"metadata": {"k": "v" * (MAX_METADATA_VALUE_LEN + 1)}}).metadata()
+    )
     assert err.param == "metadata[k]"
 
 
@@ -509,7 +552,9 @@ def test_metadata_key_count():
     assert err.param == "metadata"
     # deleting one while adding one stays within the cap
     assert len(merge_metadata(full, {"k0": "", "one_more": "v"})) == MAX_METADATA_KEYS
-    err = refused(lambda: merge_metadata(None, {f"k{i}": "v" for i in range(MAX_METADATA_KEYS + 1)}))
+    err = refused(
+        lambda: merge_metadata(None, {f"k{i}": "v" for i in range(MAX_METADATA_KEYS + 1)})
+    )
     assert err.param == "metadata"
 
 
@@ -523,7 +568,9 @@ def test_exclusive():
     p = Params({"starting_after": "cus_1", "ending_before": "cus_2"})
     err = refused(lambda: p.exclusive("starting_after", "ending_before"))
     assert err.code == "parameters_exclusive"
-    Params({"starting_after": "cus_1", "ending_before": ""}).exclusive("starting_after", "ending_before")
+    Params({"starting_after": "cus_1", "ending_before": ""}).exclusive(
+        "starting_after", "ending_before"
+    )
 
 
 def test_decimal_accepts_the_sdk_exponent_form():

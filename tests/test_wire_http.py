@@ -54,7 +54,11 @@ def test_bearer_scheme_is_case_insensitive(bare, server):
 
 
 def test_basic_auth_with_key_as_user_name(bare, server):
-    for header in (basic(server.key), basic(server.key, "ignored"), "Basic " + base64.b64encode(server.key.encode()).decode()):
+    for header in (
+        basic(server.key),
+        basic(server.key, "ignored"),
+        "Basic " + base64.b64encode(server.key.encode()).decode(),
+    ):
         r = bare.get("/v1/customers", headers={"Authorization": header})
         assert r.status_code == 200, (header, r.text)
 
@@ -140,7 +144,9 @@ def test_wrong_method_is_405_with_allow(http, method, path, allowed):
 
 def test_body_over_one_mib_with_content_length(http):
     body = b"name=" + b"x" * MAX_BODY
-    r = http.post("/v1/customers", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = http.post(
+        "/v1/customers", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     err = envelope(r, 413)
     assert "1 MiB" in err["message"] or str(MAX_BODY) in err["message"]
 
@@ -151,7 +157,11 @@ def test_body_over_one_mib_chunked(http):
         for _ in range(17):
             yield b"x" * 65536
 
-    r = http.post("/v1/customers", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = http.post(
+        "/v1/customers",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert "content-length" not in {k.lower() for k in r.request.headers}
     envelope(r, 413)
 
@@ -160,7 +170,14 @@ def test_body_just_under_the_limit_is_read(http):
     # a large valid body is read and decoded (the description is too long, so it is refused by
     # the parameter check rather than by the body limit)
     body = b"description=" + b"x" * (MAX_BODY - 100)
-    err = envelope(http.post("/v1/customers", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+    err = envelope(
+        http.post(
+            "/v1/customers",
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        400,
+    )
     assert err["param"] == "description"
 
 
@@ -169,7 +186,11 @@ def test_chunked_form_body_is_read(http):
         yield b"name=Chunky"
         yield b"&metadata[a]=1"
 
-    r = http.post("/v1/customers", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = http.post(
+        "/v1/customers",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "Chunky" and r.json()["metadata"] == {"a": "1"}
 
@@ -178,17 +199,45 @@ def test_json_body_to_v1_is_refused(http):
     r = http.post("/v1/customers", json={"name": "Ada"})
     err = envelope(r, 400)
     assert "x-www-form-urlencoded" in err["message"]
-    for ctype in ("Application/JSON", "application/json; charset=utf-8", "application/vnd.api+json"):
-        err = envelope(http.post("/v1/customers", content=b'{"name": "Ada"}', headers={"Content-Type": ctype}), 400)
+    for ctype in (
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+    ):
+        err = envelope(
+            http.post("/v1/customers", content=b'{"name": "Ada"}', headers={"Content-Type": ctype}),
+            400,
+        )
         assert "x-www-form-urlencoded" in err["message"], ctype
 
 
 def test_form_body_decoding_errors_are_400(http):
-    err = envelope(http.post("/v1/customers", content=b"a[b=1", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+    err = envelope(
+        http.post(
+            "/v1/customers",
+            content=b"a[b=1",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        400,
+    )
     assert err["param"] == "a[b"
-    err = envelope(http.post("/v1/customers", content=b"name=1&name[x]=2", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+    err = envelope(
+        http.post(
+            "/v1/customers",
+            content=b"name=1&name[x]=2",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        400,
+    )
     assert err["param"] == "name"
-    envelope(http.post("/v1/customers", content=b"name=\xff", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+    envelope(
+        http.post(
+            "/v1/customers",
+            content=b"name=\xff",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        400,
+    )
     err = envelope(http.get("/v1/customers", params={"limit": "ten"}), 400)
     assert (err["param"], err["code"]) == ("limit", "parameter_invalid_integer")
     err = envelope(http.get("/v1/customers", params={"bogus": "1"}), 400)
@@ -216,9 +265,17 @@ def v2(db_kind, tmp_path_factory) -> Iterator:
 def test_v2_invalid_json_is_400_envelope(v2):
     with v2.http() as c:
         for body in (b"{", b"{'a': 1}", b'{"a": 1,}', b"\xff", b"nope"):
-            err = envelope(c.post("/v2/test/echo", content=body, headers={"Content-Type": "application/json"}), 400)
+            err = envelope(
+                c.post("/v2/test/echo", content=body, headers={"Content-Type": "application/json"}),
+                400,
+            )
             assert "JSON" in err["message"]
-        err = envelope(c.post("/v2/test/echo", content=b"[1, 2]", headers={"Content-Type": "application/json"}), 400)
+        err = envelope(
+            c.post(
+                "/v2/test/echo", content=b"[1, 2]", headers={"Content-Type": "application/json"}
+            ),
+            400,
+        )
         assert "JSON object" in err["message"]
 
 
@@ -235,7 +292,14 @@ def test_v2_json_body_and_query(v2):
 def test_v2_json_nested_too_deep_is_a_400_even_with_an_idempotency_key(v2):
     body = b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"
     with v2.http() as c:
-        err = envelope(c.post("/v2/test/echo", content=body, headers={"Content-Type": "application/json", "Idempotency-Key": "deep"}), 400)
+        err = envelope(
+            c.post(
+                "/v2/test/echo",
+                content=body,
+                headers={"Content-Type": "application/json", "Idempotency-Key": "deep"},
+            ),
+            400,
+        )
         assert "deeper" in err["message"]
         ok = c.post("/v2/test/echo", json={"a": [[[1]]]}, headers={"Idempotency-Key": "shallow"})
         assert ok.status_code == 200
@@ -290,7 +354,11 @@ def test_sdk_bad_key_raises_authentication_error(server):
 def test_sdk_validation_error_has_param_and_code(client):
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.customers.list({"limit": 1000})
-    assert (info.value.param, info.value.code, info.value.http_status) == ("limit", "parameter_invalid_integer", 400)
+    assert (info.value.param, info.value.code, info.value.http_status) == (
+        "limit",
+        "parameter_invalid_integer",
+        400,
+    )
 
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.customers.create({"nmae": "typo"})  # type: ignore[typeddict-unknown-key]
@@ -313,4 +381,8 @@ def test_sdk_validation_error_has_param_and_code(client):
 def test_sdk_missing_object_is_resource_missing(client):
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.customers.retrieve("cus_doesnotexist")
-    assert (info.value.http_status, info.value.code, info.value.param) == (404, "resource_missing", "id")  # as Stripe: the path's id
+    assert (info.value.http_status, info.value.code, info.value.param) == (
+        404,
+        "resource_missing",
+        "id",
+    )  # as Stripe: the path's id

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from inprocess import fresh_app
 
+from inprocess import fresh_app
 from meterline.api.app import MeterlineApp
 from meterline.services import accounts
 from meterline.services.customers import create as create_customer
@@ -48,18 +48,22 @@ def _job(app: MeterlineApp, scope: Scope, path: str, body: bytes, key: str | Non
 
 def _names(app: MeterlineApp, scope: Scope) -> list[str]:
     route, params, _ = app.router.match("GET", "/v1/customers")
-    _, body, _ = app._execute(route, params, scope, "GET", "/v1/customers", b"limit=100", b"", {}, "req_t", "v")
+    _, body, _ = app._execute(
+        route, params, scope, "GET", "/v1/customers", b"limit=100", b"", {}, "req_t", "v"
+    )
     return [c["name"] for c in orjson.loads(body)["data"]]
 
 
 def test_a_failure_after_a_write_leaves_nothing_and_the_rest_commit(app_and_scope):
     app, scope = app_and_scope
     before = CALLS["n"]
-    results = app._write_batch([
-        _job(app, scope, "/v1/customers", b"name=batch-a"),
-        _job(app, scope, "/v1/test_write_then_boom", b"name=batch-b"),
-        _job(app, scope, "/v1/customers", b"name=batch-c"),
-    ])
+    results = app._write_batch(
+        [
+            _job(app, scope, "/v1/customers", b"name=batch-a"),
+            _job(app, scope, "/v1/test_write_then_boom", b"name=batch-b"),
+            _job(app, scope, "/v1/customers", b"name=batch-c"),
+        ]
+    )
     assert results[0][0] == 200 and results[2][0] == 200
     assert getattr(results[1], "status", None) == 500
     assert CALLS["n"] == before + 1  # the failed request ran once, not once per attempt
@@ -69,11 +73,13 @@ def test_a_failure_after_a_write_leaves_nothing_and_the_rest_commit(app_and_scop
 
 def test_a_refused_request_leaves_the_others(app_and_scope):
     app, scope = app_and_scope
-    results = app._write_batch([
-        _job(app, scope, "/v1/customers", b"name=refused-a"),
-        _job(app, scope, "/v1/customers", b"name=refused-b&bogus=1"),
-        _job(app, scope, "/v1/customers", b"name=refused-c"),
-    ])
+    results = app._write_batch(
+        [
+            _job(app, scope, "/v1/customers", b"name=refused-a"),
+            _job(app, scope, "/v1/customers", b"name=refused-b&bogus=1"),
+            _job(app, scope, "/v1/customers", b"name=refused-c"),
+        ]
+    )
     assert isinstance(results[1], StripeError) and results[1].param == "bogus"
     names = _names(app, scope)
     assert "refused-a" in names and "refused-c" in names and "refused-b" not in names
@@ -81,11 +87,13 @@ def test_a_refused_request_leaves_the_others(app_and_scope):
 
 def test_one_key_twice_in_a_batch_runs_once(app_and_scope):
     app, scope = app_and_scope
-    results = app._write_batch([
-        _job(app, scope, "/v1/customers", b"name=twice", key="k-twice"),
-        _job(app, scope, "/v1/customers", b"name=twice", key="k-twice"),
-        _job(app, scope, "/v1/customers", b"name=other", key="k-twice"),
-    ])
+    results = app._write_batch(
+        [
+            _job(app, scope, "/v1/customers", b"name=twice", key="k-twice"),
+            _job(app, scope, "/v1/customers", b"name=twice", key="k-twice"),
+            _job(app, scope, "/v1/customers", b"name=other", key="k-twice"),
+        ]
+    )
     assert results[0][1] == results[1][1]
     assert dict(results[1][2])[b"idempotent-replayed"] == b"true"
     assert isinstance(results[2], StripeError) and results[2].type == "idempotency_error"

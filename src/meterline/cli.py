@@ -33,7 +33,9 @@ def _migrate(db: Database) -> None:
     try:
         upgrade(db.engine)
     except Exception as e:  # an unreachable or broken database: say so plainly
-        raise click.ClickException(f"Could not apply the migrations to {db.engine.url.render_as_string(hide_password=True)}: {e}")
+        raise click.ClickException(
+            f"Could not apply the migrations to {db.engine.url.render_as_string(hide_password=True)}: {e}"
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,9 +49,21 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=12111, show_default=True, type=int, help="Port to listen on (12111 is stripe-mock's).")
+@click.option(
+    "--port",
+    default=12111,
+    show_default=True,
+    type=int,
+    help="Port to listen on (12111 is stripe-mock's).",
+)
 @DB_OPTION
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes (each a full server on the same database).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes (each a full server on the same database).",
+)
 @click.option(
     "--api-key",
     envvar="METERLINE_API_KEY",
@@ -57,8 +71,15 @@ def main() -> None:
     help="A secret key (sk_test_... or sk_live_...) that must work; it is stored (hashed) for the default account. "
     "Also read from METERLINE_API_KEY. Without one, a key is created and printed when none exists.",
 )
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(host: str, port: int, database_url: str, workers: int, api_key: str | None, log_level: str) -> None:
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    host: str, port: int, database_url: str, workers: int, api_key: str | None, log_level: str
+) -> None:
     """Apply the migrations and serve Stripe's API over HTTP."""
     import uvicorn
 
@@ -79,15 +100,21 @@ def serve(host: str, port: int, database_url: str, workers: int, api_key: str | 
         _, printed_key = accounts.create_key(db)
     db.dispose()
     base = f"http://{host}:{port}"
-    click.echo(f"meterline serving Stripe's API at {base} (database: {database_url}, workers: {workers})")
+    click.echo(
+        f"meterline serving Stripe's API at {base} (database: {database_url}, workers: {workers})"
+    )
     if printed_key:
         click.echo(f"Secret key (test mode): {printed_key}")
     else:
-        click.echo("Using the keys stored in the database; create one with `meterline keys create`.")
+        click.echo(
+            "Using the keys stored in the database; create one with `meterline keys create`."
+        )
     click.echo(f'Try: curl {base}/v1/customers -u "<secret key>:"')
     sys.stdout.flush()
     os.environ["METERLINE_DATABASE_URL"] = database_url
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         "meterline.api.factory:create_app",
         factory=True,
@@ -119,8 +146,16 @@ def keys() -> None:
 
 @keys.command("create")
 @DB_OPTION
-@click.option("--new-account", is_flag=True, help="Create a new account and its first key, instead of a key for the default account.")
-@click.option("--live", is_flag=True, help="Make a live-mode key (sk_live_...); live data is separate from test data.")
+@click.option(
+    "--new-account",
+    is_flag=True,
+    help="Create a new account and its first key, instead of a key for the default account.",
+)
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Make a live-mode key (sk_live_...); live data is separate from test data.",
+)
 def keys_create(database_url: str, new_account: bool, live: bool) -> None:
     """Print a new secret key, alone on the last line (for scripts: KEY=$(meterline keys create | tail -1)).
 
@@ -132,7 +167,9 @@ def keys_create(database_url: str, new_account: bool, live: bool) -> None:
     _migrate(db)
     account, key = accounts.create_key(db, new_account=new_account, livemode=live)
     db.dispose()
-    click.echo(f"New {'live' if live else 'test'}-mode secret key for account {account}{' (new account)' if new_account else ''}:")
+    click.echo(
+        f"New {'live' if live else 'test'}-mode secret key for account {account}{' (new account)' if new_account else ''}:"
+    )
     click.echo(key)
 
 

@@ -21,7 +21,9 @@ def random_token(n: int, alphabet_table: bytes = _TABLE) -> str:
     return out[:n].decode()
 
 
-_UPPER_TABLE = bytes((string.ascii_uppercase + string.digits).encode()[b % 36] if b < 252 else 0 for b in range(256))
+_UPPER_TABLE = bytes(
+    (string.ascii_uppercase + string.digits).encode()[b % 36] if b < 252 else 0 for b in range(256)
+)
 _UPPER_DROP = bytes(range(252, 256))
 
 

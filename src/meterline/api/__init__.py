@@ -6,5 +6,7 @@ resource module decodes its parameters, calls a service, and renders.
 Always true: one transaction per request, opened by the pipeline (so an idempotent response is
 stored in the same transaction as the change it describes); every failure leaves as Stripe's
 error envelope; a client never sees a traceback.
-May import: wire, services, engine (value types and rules), clock, ids.
+May import: wire, services, engine (value types and rules), clock, ids. Only the pipeline
+(`app.py`) touches `store`, for the request's transaction, its write batches and the stored
+idempotent responses; resource modules reach data through services.
 """

@@ -10,8 +10,8 @@ import asyncio
 import base64
 import hashlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,19 +19,18 @@ import anyio.to_thread
 import orjson
 
 from meterline import clock
+from meterline.api.routing import Route, Router
 from meterline.engine.errors import RuleViolation
 from meterline.ids import request_id as new_request_id
 from meterline.services import ServiceError, unit
 from meterline.services import accounts as accounts_service
 from meterline.store import idempotency as idem
-from meterline.store.db import Database, ItemSavepoints, is_database_error
+from meterline.store.db import Database, ItemSavepoints, is_database_error, is_retryable
 from meterline.store.repo import CursorMissing, Repo, Scope
 from meterline.wire import expand as expand_mod
 from meterline.wire.errors import StripeError, api_error
 from meterline.wire.form import decode, decode_form, parse_pairs
 from meterline.wire.params import Params
-
-from meterline.api.routing import Route, Router
 
 log = logging.getLogger("meterline")
 
@@ -39,10 +38,15 @@ DEFAULT_API_VERSION = "2026-10-28.endive"
 MAX_BODY = 1024 * 1024
 MAX_JSON_DEPTH = 32
 MAX_BATCH = 256  # write requests sharing one transaction
+BATCH_ATTEMPTS = 5
 IDEMPOTENCY_TTL = 24 * 3600
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
-EXPANDABLE_LATER = {("customer", "test_clock"), ("customer", "default_source"), ("product", "tax_code")}
+EXPANDABLE_LATER = {
+    ("customer", "test_clock"),
+    ("customer", "default_source"),
+    ("product", "tax_code"),
+}
 
 
 @dataclass
@@ -92,15 +96,34 @@ class _Batch:
 
     def store(self, job: Job, status: int, body: bytes) -> None:
         now = clock.now()
-        self.rows.append((job.scope.account_id, job.scope.livemode, job.key, job.digest, now, status, body, job.rid))
+        self.rows.append(
+            (
+                job.scope.account_id,
+                job.scope.livemode,
+                job.key,
+                job.digest,
+                now,
+                status,
+                body,
+                job.rid,
+            )
+        )
         self.stored[(job.scope.account_id, job.scope.livemode, job.key)] = {  # type: ignore[index]
-            "request_hash": job.digest, "created": now, "status": status, "response": body, "request_id": job.rid,
+            "request_hash": job.digest,
+            "created": now,
+            "status": status,
+            "response": body,
+            "request_id": job.rid,
         }
 
     def forget_since(self, mark: int) -> None:
         for row in self.rows[mark:]:
             self.stored.pop((row[0], row[1], row[2]), None)
         del self.rows[mark:]
+
+
+class _RetryBatch(Exception):
+    """The database aborted the batch's transaction for a reason a new attempt can clear."""
 
 
 class _NeedsSavepoints(Exception):
@@ -140,12 +163,16 @@ def to_stripe_error(exc: Exception) -> StripeError | None:
     if isinstance(exc, RuleViolation):
         return StripeError(400, exc.message, code=exc.code, param=exc.param)
     if isinstance(exc, CursorMissing):
-        return StripeError(404, f"No such object: '{exc.id}'", code="resource_missing", param=exc.which)
+        return StripeError(
+            404, f"No such object: '{exc.id}'", code="resource_missing", param=exc.which
+        )
     return None
 
 
 class MeterlineApp:
-    def __init__(self, db: Database, router: Router, expanders: dict[tuple[str, str], Resolver]) -> None:
+    def __init__(
+        self, db: Database, router: Router, expanders: dict[tuple[str, str], Resolver]
+    ) -> None:
         self.db = db
         self.router = router
         self.expanders = expanders
@@ -182,7 +209,9 @@ class MeterlineApp:
         except Exception as exc:  # every failure leaves as Stripe's envelope
             err = to_stripe_error(exc)
             if err is None:
-                log.exception("unexpected error in %s %s (request id %s)", scope["method"], scope["path"], rid)
+                log.exception(
+                    "unexpected error in %s %s (request id %s)", scope["method"], scope["path"], rid
+                )
                 err = api_error(rid)
             status, body = err.status, _json(err.body())
             extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
@@ -199,7 +228,9 @@ class MeterlineApp:
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _handle(self, scope: dict[str, Any], receive: Any, headers: dict[str, str], rid: str, version: str):
+    async def _handle(
+        self, scope: dict[str, Any], receive: Any, headers: dict[str, str], rid: str, version: str
+    ):
         method, path = scope["method"], scope["path"]
         route, path_params, allowed = self.router.match(method, path)
         if route is None:
@@ -217,7 +248,18 @@ class MeterlineApp:
             )
         body = await self._read_body(receive, headers)
         scope_ = await self._authenticate(headers)
-        args = (route, path_params, scope_, method, path, scope.get("query_string", b""), body, headers, rid, version)
+        args = (
+            route,
+            path_params,
+            scope_,
+            method,
+            path,
+            scope.get("query_string", b""),
+            body,
+            headers,
+            rid,
+            version,
+        )
         if route.offload:
             return await anyio.to_thread.run_sync(self._execute, *args)
         # A point read takes tens of microseconds: running it on the event loop costs less than
@@ -258,7 +300,9 @@ class MeterlineApp:
         return Scope(found[0], found[1])
 
     # -- one request, in a worker thread ------------------------------------------------------
-    def _decode(self, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    def _decode(
+        self, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str]
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if path.startswith("/v2/"):
             if method in ("GET", "DELETE") or not body.strip():
                 data = decode_form(query)
@@ -266,30 +310,67 @@ class MeterlineApp:
             try:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
-                raise StripeError(400, f"The request body is not valid JSON: {exc}.", code="parameter_invalid")
+                raise StripeError(
+                    400, f"The request body is not valid JSON: {exc}.", code="parameter_invalid"
+                )
             if not isinstance(data, dict):
-                raise StripeError(400, "The request body must be a JSON object.", code="parameter_invalid")
+                raise StripeError(
+                    400, "The request body must be a JSON object.", code="parameter_invalid"
+                )
             if _depth(data) > MAX_JSON_DEPTH:
-                raise StripeError(400, f"The request body nests objects or arrays deeper than {MAX_JSON_DEPTH} levels.", code="parameter_invalid")
+                raise StripeError(
+                    400,
+                    f"The request body nests objects or arrays deeper than {MAX_JSON_DEPTH} levels.",
+                    code="parameter_invalid",
+                )
             return data, None
         ctype = headers.get("content-type", "").lower()  # media types are case-insensitive
         if method == "POST" and body and "json" in ctype:
-            raise StripeError(400, "v1 endpoints take application/x-www-form-urlencoded bodies (a[b]=c), not JSON.", code="parameter_invalid")
+            raise StripeError(
+                400,
+                "v1 endpoints take application/x-www-form-urlencoded bodies (a[b]=c), not JSON.",
+                code="parameter_invalid",
+            )
         pairs = parse_pairs(query) if query else []
         if method == "POST" and body:
             pairs = pairs + parse_pairs(body)
         return decode(pairs), pairs
 
-    def _prepare(self, route: Route, path_params, scope_: Scope, method: str, path: str, query: bytes, body: bytes, headers: dict[str, str], rid: str, version: str) -> Job:
+    def _prepare(
+        self,
+        route: Route,
+        path_params,
+        scope_: Scope,
+        method: str,
+        path: str,
+        query: bytes,
+        body: bytes,
+        headers: dict[str, str],
+        rid: str,
+        version: str,
+    ) -> Job:
         """Decode and check what needs no database: a failure here changes nothing."""
         data, pairs = self._decode(method, path, query, body, headers)
         key = headers.get("idempotency-key") if method == "POST" else None
         digest = None
         if key:
             if len(key) > 255:
-                raise StripeError(400, "Idempotency-Key must be at most 255 characters long.", code="parameter_invalid", param="Idempotency-Key")
+                raise StripeError(
+                    400,
+                    "Idempotency-Key must be at most 255 characters long.",
+                    code="parameter_invalid",
+                    param="Idempotency-Key",
+                )
             digest = hashlib.sha256(
-                method.encode() + b" " + path.encode() + b"\n" + (orjson.dumps(sorted(pairs)) if pairs is not None else orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+                method.encode()
+                + b" "
+                + path.encode()
+                + b"\n"
+                + (
+                    orjson.dumps(sorted(pairs))
+                    if pairs is not None
+                    else orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+                )
             ).hexdigest()
         return Job(route, data, path_params, scope_, method, path, rid, version, key, digest)
 
@@ -298,26 +379,51 @@ class MeterlineApp:
         job = self._prepare(*args)
         if not job.route.write:
             with unit(self.db, job.scope, write=False) as repo:
-                return 200, self._call(job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo), []
+                return (
+                    200,
+                    self._call(
+                        job.route,
+                        job.data,
+                        job.path_params,
+                        job.scope,
+                        job.path,
+                        job.rid,
+                        job.version,
+                        repo,
+                    ),
+                    [],
+                )
         result = self._write_batch([job])[0]
         if isinstance(result, Exception):
             raise result
         return result
 
-    def _perform(self, job: Job, repo: Repo, batch: _Batch, preloaded: tuple[bool, dict[str, Any] | None] | None):
+    def _perform(
+        self,
+        job: Job,
+        repo: Repo,
+        batch: _Batch,
+        preloaded: tuple[bool, dict[str, Any] | None] | None,
+    ):
         """One write request inside the open transaction: idempotency check, handler, and the
         response to store with it (written once for the whole batch, before the commit)."""
         if job.key:
             ident = (job.scope.account_id, job.scope.livemode, job.key)
             row = batch.stored.get(ident)
             if row is None:
-                locked, row = preloaded if preloaded is not None else idem.lock_and_load(repo.conn, job.scope, job.key)
+                locked, row = (
+                    preloaded
+                    if preloaded is not None
+                    else idem.lock_and_load(repo.conn, job.scope, job.key)
+                )
                 if not locked:
                     raise _in_progress(job.key)
             replay = self._replay(row, job.key, job.digest, repo)  # type: ignore[arg-type]
             if replay is not None:
                 return replay
-        out = self._call(job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo)
+        out = self._call(
+            job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo
+        )
         if job.key:
             batch.store(job, 200, out)
         return 200, out, []
@@ -329,13 +435,25 @@ class MeterlineApp:
         nothing (services check before they write); if one fails after writing, the batch is
         rolled back and run again with a savepoint per request. Returns, per job, its result
         or exception."""
-        try:
-            return self._run_batch(jobs, savepoints=False)
-        except _NeedsSavepoints as again:
-            # The failed request is not run twice: its outcome is known.
-            return self._run_batch(jobs, savepoints=True, known={again.index: again.exc})
+        for _attempt in range(BATCH_ATTEMPTS):
+            try:
+                try:
+                    return self._run_batch(jobs, savepoints=False)
+                except _NeedsSavepoints as again:
+                    # A request that failed in Python is not run twice: its outcome is known.
+                    # After a database error every request runs again, each in its savepoint.
+                    known = {again.index: again.exc} if not is_database_error(again.exc) else None
+                    return self._run_batch(jobs, savepoints=True, known=known)
+            except _RetryBatch:
+                # A deadlock with another worker's batch (each batch takes its requests' locks
+                # in its own order): PostgreSQL aborted this one; the other has gone on.
+                continue
+        log.error("a write batch kept deadlocking (request ids %s)", ", ".join(j.rid for j in jobs))
+        return [api_error(job.rid) for job in jobs]
 
-    def _run_batch(self, jobs: list[Job], *, savepoints: bool, known: dict[int, Exception] | None = None) -> list[Any]:
+    def _run_batch(
+        self, jobs: list[Job], *, savepoints: bool, known: dict[int, Exception] | None = None
+    ) -> list[Any]:
         results: list[Any] = [None] * len(jobs)
         batch = _Batch()
         try:
@@ -343,8 +461,10 @@ class MeterlineApp:
                 keyed = [(i, job) for i, job in enumerate(jobs) if job.key]
                 preloaded: dict[int, Any] = {}
                 if keyed:
-                    loaded = idem.lock_and_load_many(conn, [(job.scope, job.key) for _, job in keyed])  # type: ignore[misc]
-                    preloaded = {i: row for (i, _), row in zip(keyed, loaded)}
+                    loaded = idem.lock_and_load_many(
+                        conn, [(job.scope, job.key) for _, job in keyed]
+                    )  # type: ignore[misc]
+                    preloaded = {i: row for (i, _), row in zip(keyed, loaded, strict=False)}
                 savepoint = ItemSavepoints(conn) if savepoints else None
                 for i, job in enumerate(jobs):
                     repo = Repo(conn, job.scope)
@@ -360,16 +480,22 @@ class MeterlineApp:
                     except Exception as exc:
                         if savepoint is None and (repo.wrote or is_database_error(exc)):
                             raise _NeedsSavepoints(i, exc) from exc
+                        if is_retryable(exc):
+                            raise _RetryBatch() from exc
                         if savepoint is not None:
                             savepoint.failed()
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
                 idem.store_many(conn, batch.rows)
-        except _NeedsSavepoints:
+        except (_NeedsSavepoints, _RetryBatch):
             raise
-        except Exception:
+        except Exception as exc:
+            if is_retryable(exc):
+                raise _RetryBatch() from exc
             # BEGIN or COMMIT failed: nothing of this batch persisted.
-            log.exception("a write transaction failed (request ids %s)", ", ".join(j.rid for j in jobs))
+            log.exception(
+                "a write transaction failed (request ids %s)", ", ".join(j.rid for j in jobs)
+            )
             for i, job in enumerate(jobs):
                 if not isinstance(results[i], StripeError) or results[i].status >= 500:
                     results[i] = api_error(job.rid)
@@ -379,7 +505,9 @@ class MeterlineApp:
         err = to_stripe_error(exc)
         if err is not None:
             return err  # validation and state errors are not stored: nothing executed
-        log.exception("unexpected error in %s %s (request id %s)", job.method, job.path, job.rid, exc_info=exc)
+        log.exception(
+            "unexpected error in %s %s (request id %s)", job.method, job.path, job.rid, exc_info=exc
+        )
         failure = _json(api_error(job.rid).body())
         if job.key:
             batch.store(job, 500, failure)
@@ -409,9 +537,12 @@ class MeterlineApp:
                 try:
                     results = await loop.run_in_executor(self._writer, self._write_batch, jobs)
                 except BaseException:  # never leave a request waiting
-                    log.exception("the write batch runner failed (request ids %s)", ", ".join(j.rid for j in jobs))
+                    log.exception(
+                        "the write batch runner failed (request ids %s)",
+                        ", ".join(j.rid for j in jobs),
+                    )
                     results = [api_error(j.rid) for j in jobs]
-                for (_, fut), result in zip(batch, results):
+                for (_, fut), result in zip(batch, results, strict=False):
                     if not fut.done():
                         fut.set_result(result)
         finally:
@@ -431,9 +562,23 @@ class MeterlineApp:
                 f"Try using a key other than '{key}' if you meant to execute a different request.",
                 type="idempotency_error",
             )
-        return row["status"], bytes(row["response"]), [(b"idempotent-replayed", b"true"), (b"original-request", row["request_id"].encode())]
+        return (
+            row["status"],
+            bytes(row["response"]),
+            [(b"idempotent-replayed", b"true"), (b"original-request", row["request_id"].encode())],
+        )
 
-    def _call(self, route: Route, data, path_params, scope_: Scope, path: str, rid: str, version: str, repo: Repo) -> bytes:
+    def _call(
+        self,
+        route: Route,
+        data,
+        path_params,
+        scope_: Scope,
+        path: str,
+        rid: str,
+        version: str,
+        repo: Repo,
+    ) -> bytes:
         params = Params(data)
         expand = params.str_list("expand") or []
         expand_mod.check_paths(expand)
@@ -442,7 +587,13 @@ class MeterlineApp:
         params.done()
         walk = [p for p in expand if p.split(".")[-1] not in INCLUDABLE]
         if walk:
-            expand_mod.apply(result, walk, lambda obj, fld, id: self._resolve(repo, obj, fld, id), self._expandable, list_of=route.list_of)
+            expand_mod.apply(
+                result,
+                walk,
+                lambda obj, fld, id: self._resolve(repo, obj, fld, id),
+                self._expandable,
+                list_of=route.list_of,
+            )
         return _json(result)
 
     def _expandable(self, obj: str, fld: str) -> bool:
@@ -469,7 +620,11 @@ def _depth(v: Any, level: int = 1) -> int:
 
 
 def _too_large() -> StripeError:
-    return StripeError(413, f"The request body is larger than the limit of {MAX_BODY} bytes (1 MiB).", code="request_too_large")
+    return StripeError(
+        413,
+        f"The request body is larger than the limit of {MAX_BODY} bytes (1 MiB).",
+        code="request_too_large",
+    )
 
 
 def _key_from(auth: str | None) -> str:

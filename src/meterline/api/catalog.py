@@ -8,8 +8,16 @@ from meterline.api import render
 from meterline.api.app import Call
 from meterline.api.routing import Router
 from meterline.engine.catalog import (
-    BILLING_SCHEMES, INTERVALS, PLAN_NAMES, PRICE_NAMES, ROUNDS, TIERS_MODES, USAGE_TYPES,
-    PriceSpec, Recurring, Tier,
+    BILLING_SCHEMES,
+    INTERVALS,
+    PLAN_NAMES,
+    PRICE_NAMES,
+    ROUNDS,
+    TIERS_MODES,
+    USAGE_TYPES,
+    PriceSpec,
+    Recurring,
+    Tier,
 )
 from meterline.engine.errors import RuleViolation
 from meterline.engine.money import check_currency
@@ -34,7 +42,12 @@ def _product_fields(p: Params, *, update: bool) -> dict[str, Any]:
         values["name"] = name
     elif update and p.cleared("name"):
         raise invalid("name", "A product's name cannot be empty.", "parameter_invalid_string_empty")
-    for key, max_len in (("description", 40000), ("unit_label", 12), ("url", 2048), ("statement_descriptor", 22)):
+    for key, max_len in (
+        ("description", 40000),
+        ("unit_label", 12),
+        ("url", 2048),
+        ("statement_descriptor", 22),
+    ):
         v = p.str(key, max_len=max_len)
         if v is not None:
             values[key] = v
@@ -104,13 +117,21 @@ def _tiers(p: Params) -> tuple[Tier, ...] | None:
     for t in items:
         raw = t.raw("up_to")
         if raw is None or raw == "":
-            raise invalid(t.name("up_to"), f"Missing required param: {t.name('up_to')} (an integer, or inf for the last tier).", "parameter_missing")
+            raise invalid(
+                t.name("up_to"),
+                f"Missing required param: {t.name('up_to')} (an integer, or inf for the last tier).",
+                "parameter_missing",
+            )
         up_to = None if raw == "inf" else t.int("up_to", min=1)
-        tiers.append(Tier(
-            up_to=up_to,
-            unit_amount=t.int("unit_amount"), unit_amount_decimal=t.decimal("unit_amount_decimal", max_places=12),
-            flat_amount=t.int("flat_amount"), flat_amount_decimal=t.decimal("flat_amount_decimal", max_places=12),
-        ))
+        tiers.append(
+            Tier(
+                up_to=up_to,
+                unit_amount=t.int("unit_amount"),
+                unit_amount_decimal=t.decimal("unit_amount_decimal", max_places=12),
+                flat_amount=t.int("flat_amount"),
+                flat_amount_decimal=t.decimal("flat_amount_decimal", max_places=12),
+            )
+        )
     return tuple(tiers)
 
 
@@ -171,12 +192,17 @@ def create_price(call: Call) -> dict[str, Any]:
         billing_scheme=p.enum("billing_scheme", BILLING_SCHEMES) or "per_unit",
         unit_amount=p.int("unit_amount"),
         unit_amount_decimal=p.decimal("unit_amount_decimal", max_places=12),
-        tiers=_tiers(p), tiers_mode=p.enum("tiers_mode", TIERS_MODES),
-        transform_divide_by=divide_by, transform_round=rnd, recurring=recurring,
+        tiers=_tiers(p),
+        tiers_mode=p.enum("tiers_mode", TIERS_MODES),
+        transform_divide_by=divide_by,
+        transform_round=rnd,
+        recurring=recurring,
     )
     fields = {
-        "active": p.bool("active"), "nickname": p.str("nickname", max_len=5000),
-        "lookup_key": p.str("lookup_key", max_len=200), "tax_behavior": p.enum("tax_behavior", TAX_BEHAVIORS),
+        "active": p.bool("active"),
+        "nickname": p.str("nickname", max_len=5000),
+        "lookup_key": p.str("lookup_key", max_len=200),
+        "tax_behavior": p.enum("tax_behavior", TAX_BEHAVIORS),
     }
     transfer = bool(p.bool("transfer_lookup_key"))
     product_id = p.str("product", max_len=255)
@@ -184,15 +210,23 @@ def create_price(call: Call) -> dict[str, Any]:
     metadata = merge_metadata(None, p.metadata())
     p.done()
     row = svc.create_price(
-        call.repo, spec, PRICE_NAMES, product_id=product_id, product_data=product_data, fields=fields,
-        metadata=metadata, transfer_lookup_key=transfer,
+        call.repo,
+        spec,
+        PRICE_NAMES,
+        product_id=product_id,
+        product_data=product_data,
+        fields=fields,
+        metadata=metadata,
+        transfer_lookup_key=transfer,
     )
     return render.price(row, include_tiers=call.includes("tiers"))
 
 
 def retrieve_price(call: Call) -> dict[str, Any]:
     call.params.done()
-    return render.price(svc.get_price(call.repo, call.path["price"]), include_tiers=call.includes("tiers"))
+    return render.price(
+        svc.get_price(call.repo, call.path["price"]), include_tiers=call.includes("tiers")
+    )
 
 
 def update_price(call: Call) -> dict[str, Any]:
@@ -213,7 +247,9 @@ def update_price(call: Call) -> dict[str, Any]:
     transfer = bool(p.bool("transfer_lookup_key"))
     change = _meta_change(p)
     p.done()
-    row = svc.update_price(call.repo, call.path["price"], values, change, transfer_lookup_key=transfer)
+    row = svc.update_price(
+        call.repo, call.path["price"], values, change, transfer_lookup_key=transfer
+    )
     return render.price(row, include_tiers=call.includes("tiers"))
 
 
@@ -222,7 +258,8 @@ def list_prices(call: Call) -> dict[str, Any]:
     page = read_page(p)
     filters: dict[str, Any] = {
         "active": p.bool("active"),
-        "currency": (p.str("currency", max_len=3) or "").lower() or None,  # stored lowercase, as create writes it
+        "currency": (p.str("currency", max_len=3) or "").lower()
+        or None,  # stored lowercase, as create writes it
         "product": p.str("product"),
         "type": p.enum("type", ("one_time", "recurring")),
         "lookup_keys": p.str_list("lookup_keys", max_items=10),
@@ -256,8 +293,11 @@ def create_plan(call: Call) -> dict[str, Any]:
         billing_scheme=p.enum("billing_scheme", BILLING_SCHEMES) or "per_unit",
         unit_amount=p.int("amount"),
         unit_amount_decimal=p.decimal("amount_decimal", max_places=12),
-        tiers=_tiers(p), tiers_mode=p.enum("tiers_mode", TIERS_MODES),
-        transform_divide_by=divide_by, transform_round=rnd, recurring=recurring,
+        tiers=_tiers(p),
+        tiers_mode=p.enum("tiers_mode", TIERS_MODES),
+        transform_divide_by=divide_by,
+        transform_round=rnd,
+        recurring=recurring,
     )
     fields = {"active": p.bool("active"), "nickname": p.str("nickname", max_len=5000)}
     plan_id = p.str("id", max_len=255)
@@ -271,8 +311,15 @@ def create_plan(call: Call) -> dict[str, Any]:
     metadata = merge_metadata(None, p.metadata())
     p.done()
     row = svc.create_price(
-        call.repo, spec, PLAN_NAMES, product_id=product_id, product_data=product_data, fields=fields,
-        metadata=metadata, id=plan_id, kind="plan",
+        call.repo,
+        spec,
+        PLAN_NAMES,
+        product_id=product_id,
+        product_data=product_data,
+        fields=fields,
+        metadata=metadata,
+        id=plan_id,
+        kind="plan",
     )
     return render.plan(row)
 
@@ -342,4 +389,8 @@ def expanders() -> dict[tuple[str, str], Any]:
         row = svc.lookup(repo, "prices", id)
         return render.price(row) if row is not None else None
 
-    return {("price", "product"): product, ("plan", "product"): product, ("product", "default_price"): price}
+    return {
+        ("price", "product"): product,
+        ("plan", "product"): product,
+        ("product", "default_price"): price,
+    }

@@ -25,11 +25,20 @@ def _fields(p: Params, *, update: bool) -> dict[str, Any]:
             values[key] = v
         elif update and p.cleared(key):
             values[key] = None
-    if "invoice_prefix" in values and not (3 <= len(values["invoice_prefix"]) <= 12 and values["invoice_prefix"].isalnum() and values["invoice_prefix"].isupper()):
-        raise invalid("invoice_prefix", "Invalid invoice_prefix: use 3 to 12 uppercase letters or digits.")
+    if "invoice_prefix" in values and not (
+        3 <= len(values["invoice_prefix"]) <= 12
+        and values["invoice_prefix"].isalnum()
+        and values["invoice_prefix"].isupper()
+    ):
+        raise invalid(
+            "invoice_prefix", "Invalid invoice_prefix: use 3 to 12 uppercase letters or digits."
+        )
     addr = p.obj("address")
     if addr is not None:
-        values["address"] = {k: addr.str(k, max_len=200) for k in ("city", "country", "line1", "line2", "postal_code", "state")}
+        values["address"] = {
+            k: addr.str(k, max_len=200)
+            for k in ("city", "country", "line1", "line2", "postal_code", "state")
+        }
     elif update and p.cleared("address"):
         values["address"] = None
     locales = p.str_list("preferred_locales", max_items=30)
@@ -59,7 +68,12 @@ def update(call: Call) -> dict[str, Any]:
     values = _fields(p, update=True)
     change = p.metadata()
     p.done()
-    row = svc.update(call.repo, call.path["customer"], values, None if change is None else lambda cur: merge_metadata(cur, change))
+    row = svc.update(
+        call.repo,
+        call.path["customer"],
+        values,
+        None if change is None else lambda cur: merge_metadata(cur, change),
+    )
     return render.customer(row)
 
 
@@ -74,7 +88,13 @@ def list_(call: Call) -> dict[str, Any]:
     page = read_page(p)
     email = p.str("email", max_len=512)
     p.done()
-    rows, more = svc.list_(call.repo, email=email, limit=page.limit, starting_after=page.starting_after, ending_before=page.ending_before)
+    rows, more = svc.list_(
+        call.repo,
+        email=email,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+    )
     return envelope(call.url, [render.customer(r) for r in rows], more)
 
 

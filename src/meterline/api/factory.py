@@ -19,7 +19,9 @@ def build_app(database_url: str, *, background_checkpoint: bool = True) -> Meter
         module.register(router)
         if hasattr(module, "expanders"):
             expanders.update(module.expanders())
-    return MeterlineApp(Database(database_url, background_checkpoint=background_checkpoint), router, expanders)
+    return MeterlineApp(
+        Database(database_url, background_checkpoint=background_checkpoint), router, expanders
+    )
 
 
 def create_app() -> MeterlineApp:

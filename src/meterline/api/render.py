@@ -36,7 +36,12 @@ def customer(row: RowMapping) -> dict[str, Any]:
         "email": row["email"],
         "individual_name": None,
         "invoice_prefix": row["invoice_prefix"],
-        "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None, "rendering_options": None},
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
         "livemode": row["livemode"],
         "metadata": row["metadata"] or {},
         "name": row["name"],
@@ -87,13 +92,23 @@ def _tiers(row: RowMapping) -> list[dict[str, Any]] | None:
         return None
     out = []
     for t in row["tiers"]:
-        out.append({
-            "flat_amount": t.get("flat_amount"),
-            "flat_amount_decimal": _dec(t.get("flat_amount_decimal") if t.get("flat_amount_decimal") is not None else t.get("flat_amount")),
-            "unit_amount": t.get("unit_amount"),
-            "unit_amount_decimal": _dec(t.get("unit_amount_decimal") if t.get("unit_amount_decimal") is not None else t.get("unit_amount")),
-            "up_to": t.get("up_to"),
-        })
+        out.append(
+            {
+                "flat_amount": t.get("flat_amount"),
+                "flat_amount_decimal": _dec(
+                    t.get("flat_amount_decimal")
+                    if t.get("flat_amount_decimal") is not None
+                    else t.get("flat_amount")
+                ),
+                "unit_amount": t.get("unit_amount"),
+                "unit_amount_decimal": _dec(
+                    t.get("unit_amount_decimal")
+                    if t.get("unit_amount_decimal") is not None
+                    else t.get("unit_amount")
+                ),
+                "up_to": t.get("up_to"),
+            }
+        )
     return out
 
 

@@ -31,12 +31,26 @@ class Router:
         self.paths: dict[str, set[str]] = {}
 
     def add(
-        self, method: str, path: str, handler: Callable[..., Any], *, write: bool | None = None,
-        offload: bool = False, list_of: str | None = None,
+        self,
+        method: str,
+        path: str,
+        handler: Callable[..., Any],
+        *,
+        write: bool | None = None,
+        offload: bool = False,
+        list_of: str | None = None,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
         `list_of` names the object type a list route returns (for checking `expand[]`)."""
-        route = Route(method, path, handler, method != "GET" if write is None else write, offload, list_of, compile_path(path))
+        route = Route(
+            method,
+            path,
+            handler,
+            method != "GET" if write is None else write,
+            offload,
+            list_of,
+            compile_path(path),
+        )
         if "{" in path:
             self.dynamic.append(route)
         else:
@@ -58,7 +72,7 @@ class Router:
                 if (path not in self.paths) or method in self.paths.get(path, ()):
                     return r, m.groupdict(), set()
             allowed.add(r.method)
-        for (meth, p) in self.static:
+        for meth, p in self.static:
             if p == path:
                 allowed.add(meth)
         return None, {}, allowed

@@ -18,7 +18,9 @@ from meterline.store.repo import Repo, Scope
 class ServiceError(Exception):
     """A request that the current state refuses (not found, in use, conflict)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, code: str | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -33,5 +35,5 @@ def not_found(kind: str, id: str, param: str = "id") -> ServiceError:
 @contextmanager
 def unit(db: Database, scope: Scope, *, write: bool) -> Iterator[Repo]:
     """One transaction for one request: committed on success, rolled back on any exception."""
-    with (db.write() if write else db.read()) as conn:
+    with db.write() if write else db.read() as conn:
         yield Repo(conn, scope)

@@ -14,11 +14,18 @@ KEY_PREFIXES = ("sk_test_", "sk_live_")
 
 
 def generate_key(livemode: bool = False) -> str:
-    return ("sk_live_" if livemode else "sk_test_") + "".join(secrets.choice(_ALPHABET) for _ in range(32))
+    return ("sk_live_" if livemode else "sk_test_") + "".join(
+        secrets.choice(_ALPHABET) for _ in range(32)
+    )
 
 
 def check_key_format(key: str) -> None:
-    if not key.startswith(KEY_PREFIXES) or len(key) < 12 or not key.isascii() or any(c.isspace() for c in key):
+    if (
+        not key.startswith(KEY_PREFIXES)
+        or len(key) < 12
+        or not key.isascii()
+        or any(c.isspace() for c in key)
+    ):
         raise ValueError(
             "An API key must start with sk_test_ (test mode) or sk_live_ (live mode), followed by at "
             "least 4 characters without spaces, e.g. sk_test_mysecret."
@@ -55,7 +62,9 @@ def has_keys(db: Database, account_id: str) -> bool:
         return store.count_keys(conn, account_id) > 0
 
 
-def create_key(db: Database, *, new_account: bool = False, livemode: bool = False) -> tuple[str, str]:
+def create_key(
+    db: Database, *, new_account: bool = False, livemode: bool = False
+) -> tuple[str, str]:
     """A new secret key for the default account, or for a new account; returns (account, key)."""
     key = generate_key(livemode)
     if new_account:

@@ -19,20 +19,40 @@ MetadataChange = Callable[[dict[str, str] | None], dict[str, str]] | None
 
 
 # -- products ---------------------------------------------------------------------------------
-def create_product(repo: Repo, values: dict[str, Any], metadata: dict[str, str], *, id: str | None = None, param: str = "id") -> RowMapping:
+def create_product(
+    repo: Repo,
+    values: dict[str, Any],
+    metadata: dict[str, str],
+    *,
+    id: str | None = None,
+    param: str = "id",
+) -> RowMapping:
     pid = id or new_id("prod", 14)
     if id is not None:
         repo.lock("products.id", id)
     if id is not None and repo.get(products, id) is not None:
-        raise ServiceError(400, f"Product already exists: a product with id {id!r} exists in this account.", code="resource_already_exists", param=param)
+        raise ServiceError(
+            400,
+            f"Product already exists: a product with id {id!r} exists in this account.",
+            code="resource_already_exists",
+            param=param,
+        )
     now = clock.now()
     row = dict(
-        id=pid, created=now, updated=now, deleted=False,
+        id=pid,
+        created=now,
+        updated=now,
+        deleted=False,
         active=values.get("active", True) if values.get("active") is not None else True,
-        name=values["name"], description=values.get("description"),
-        images=values.get("images") or [], unit_label=values.get("unit_label"), url=values.get("url"),
-        statement_descriptor=values.get("statement_descriptor"), shippable=values.get("shippable"),
-        default_price=None, metadata=metadata,
+        name=values["name"],
+        description=values.get("description"),
+        images=values.get("images") or [],
+        unit_label=values.get("unit_label"),
+        url=values.get("url"),
+        statement_descriptor=values.get("statement_descriptor"),
+        shippable=values.get("shippable"),
+        default_price=None,
+        metadata=metadata,
     )
     repo.insert(products, row)
     return repo.get(products, pid)  # type: ignore[return-value]
@@ -45,7 +65,9 @@ def get_product(repo: Repo, pid: str, *, param: str = "id") -> RowMapping:
     return row
 
 
-def update_product(repo: Repo, pid: str, values: dict[str, Any], metadata_change: MetadataChange) -> RowMapping:
+def update_product(
+    repo: Repo, pid: str, values: dict[str, Any], metadata_change: MetadataChange
+) -> RowMapping:
     row = get_product(repo, pid)
     changes = dict(values)
     if changes.get("default_price"):
@@ -53,7 +75,12 @@ def update_product(repo: Repo, pid: str, values: dict[str, Any], metadata_change
         if price is None or price["deleted"]:
             raise not_found("price", changes["default_price"], "default_price")
         if price["product"] != pid:
-            raise ServiceError(400, f"The default price must be a price of this product; {price['id']} belongs to {price['product']}.", code="parameter_invalid", param="default_price")
+            raise ServiceError(
+                400,
+                f"The default price must be a price of this product; {price['id']} belongs to {price['product']}.",
+                code="parameter_invalid",
+                param="default_price",
+            )
     if metadata_change is not None:
         changes["metadata"] = metadata_change(row["metadata"])
     changes["updated"] = clock.now()
@@ -73,13 +100,21 @@ def delete_product(repo: Repo, pid: str) -> None:
     repo.update(products, pid, {"deleted": True, "updated": clock.now()})
 
 
-def list_products(repo: Repo, *, active: bool | None, ids: list[str] | None, page: Any) -> tuple[list[RowMapping], bool]:
+def list_products(
+    repo: Repo, *, active: bool | None, ids: list[str] | None, page: Any
+) -> tuple[list[RowMapping], bool]:
     where: list[Any] = [products.c.deleted.is_(False)]
     if active is not None:
         where.append(products.c.active.is_(active))
     if ids is not None:
         where.append(products.c.id.in_(ids))
-    return repo.page(products, where, limit=page.limit, starting_after=page.starting_after, ending_before=page.ending_before)
+    return repo.page(
+        products,
+        where,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+    )
 
 
 # -- prices and plans ---------------------------------------------------------------------------
@@ -88,17 +123,26 @@ def _spec_columns(spec: PriceSpec) -> dict[str, Any]:
     tiers = None
     if spec.tiers is not None:
         tiers = [
-            {k: (str(v) if k.endswith("_decimal") and v is not None else v) for k, v in asdict(t).items()}
+            {
+                k: (str(v) if k.endswith("_decimal") and v is not None else v)
+                for k, v in asdict(t).items()
+            }
             for t in spec.tiers
         ]
     return dict(
-        currency=spec.currency, billing_scheme=spec.billing_scheme,
+        currency=spec.currency,
+        billing_scheme=spec.billing_scheme,
         type="recurring" if r else "one_time",
-        unit_amount=spec.unit_amount, unit_amount_decimal=spec.unit_amount_decimal,
-        tiers=tiers, tiers_mode=spec.tiers_mode,
-        transform_divide_by=spec.transform_divide_by, transform_round=spec.transform_round,
-        interval=r.interval if r else None, interval_count=r.interval_count if r else None,
-        usage_type=r.usage_type if r else None, meter=r.meter if r else None,
+        unit_amount=spec.unit_amount,
+        unit_amount_decimal=spec.unit_amount_decimal,
+        tiers=tiers,
+        tiers_mode=spec.tiers_mode,
+        transform_divide_by=spec.transform_divide_by,
+        transform_round=spec.transform_round,
+        interval=r.interval if r else None,
+        interval_count=r.interval_count if r else None,
+        usage_type=r.usage_type if r else None,
+        meter=r.meter if r else None,
         trial_period_days=r.trial_period_days if r else None,
     )
 
@@ -141,26 +185,49 @@ def create_price(
             param=names.meter,
         )
     if product_id is not None and product_data is not None:
-        raise ServiceError(400, "You may only specify one of these parameters: product, product_data.", code="parameters_exclusive", param="product_data")
+        raise ServiceError(
+            400,
+            "You may only specify one of these parameters: product, product_data.",
+            code="parameters_exclusive",
+            param="product_data",
+        )
     if product_data is not None:
-        product = create_product(repo, product_data[0], product_data[1], id=product_data[0].get("id"), param="product[id]" if kind == "plan" else "product_data[id]")
+        product = create_product(
+            repo,
+            product_data[0],
+            product_data[1],
+            id=product_data[0].get("id"),
+            param="product[id]" if kind == "plan" else "product_data[id]",
+        )
     elif product_id is not None:
         product = get_product(repo, product_id, param="product")
     else:
         which = "product" if kind == "plan" else "product (or product_data)"
-        raise ServiceError(400, f"Missing required param: {which}.", code="parameter_missing", param="product")
+        raise ServiceError(
+            400, f"Missing required param: {which}.", code="parameter_missing", param="product"
+        )
     pid = id or new_id("price", 24)
     if id is not None:
         repo.lock("prices.id", id)
     if id is not None and repo.get(prices, id) is not None:
-        raise ServiceError(400, f"Plan already exists: a plan or price with id {id!r} exists in this account.", code="resource_already_exists", param="id")
+        raise ServiceError(
+            400,
+            f"Plan already exists: a plan or price with id {id!r} exists in this account.",
+            code="resource_already_exists",
+            param="id",
+        )
     if fields.get("lookup_key"):
         _claim_lookup_key(repo, fields["lookup_key"], transfer_lookup_key, None)
     row = dict(
-        id=pid, created=clock.now(), deleted=False,
+        id=pid,
+        created=clock.now(),
+        deleted=False,
         active=True if fields.get("active") is None else fields["active"],
-        product=product["id"], nickname=fields.get("nickname"), lookup_key=fields.get("lookup_key"),
-        tax_behavior=fields.get("tax_behavior") or "unspecified", metadata=metadata,
+        product=product["id"],
+        nickname=fields.get("nickname"),
+        lookup_key=fields.get("lookup_key"),
+        tax_behavior=fields.get("tax_behavior") or "unspecified",
+        metadata=metadata,
         **_spec_columns(spec),
     )
     repo.insert(prices, row)
@@ -175,7 +242,12 @@ def get_price(repo: Repo, pid: str, *, kind: str = "price", param: str = "id") -
 
 
 def update_price(
-    repo: Repo, pid: str, values: dict[str, Any], metadata_change: MetadataChange, *, kind: str = "price",
+    repo: Repo,
+    pid: str,
+    values: dict[str, Any],
+    metadata_change: MetadataChange,
+    *,
+    kind: str = "price",
     transfer_lookup_key: bool = False,
 ) -> RowMapping:
     row = get_price(repo, pid, kind=kind)
@@ -193,7 +265,9 @@ def delete_plan(repo: Repo, pid: str) -> None:
     repo.update(prices, pid, {"deleted": True, "active": False, "lookup_key": None})
 
 
-def list_prices(repo: Repo, *, filters: dict[str, Any], page: Any, plans_only: bool = False) -> tuple[list[RowMapping], bool]:
+def list_prices(
+    repo: Repo, *, filters: dict[str, Any], page: Any, plans_only: bool = False
+) -> tuple[list[RowMapping], bool]:
     c = prices.c
     where: list[Any] = [c.deleted.is_(False)]
     if plans_only:
@@ -202,14 +276,24 @@ def list_prices(repo: Repo, *, filters: dict[str, Any], page: Any, plans_only: b
         if filters.get(key) is not None:
             where.append(column.is_(filters[key]))
     for key, column in (
-        ("currency", c.currency), ("product", c.product), ("type", c.type), ("interval", c.interval),
-        ("usage_type", c.usage_type), ("meter", c.meter),
+        ("currency", c.currency),
+        ("product", c.product),
+        ("type", c.type),
+        ("interval", c.interval),
+        ("usage_type", c.usage_type),
+        ("meter", c.meter),
     ):
         if filters.get(key) is not None:
             where.append(column == filters[key])
     if filters.get("lookup_keys"):
         where.append(c.lookup_key.in_(filters["lookup_keys"]))
-    return repo.page(prices, where, limit=page.limit, starting_after=page.starting_after, ending_before=page.ending_before)
+    return repo.page(
+        prices,
+        where,
+        limit=page.limit,
+        starting_after=page.starting_after,
+        ending_before=page.ending_before,
+    )
 
 
 def lookup(repo: Repo, table_name: str, id: str) -> RowMapping | None:

@@ -12,6 +12,7 @@ from meterline.services import ServiceError, not_found
 from meterline.store.repo import Repo
 from meterline.store.tables import customers as t
 
+
 def _test_clock_refused(test_clock: str) -> ServiceError:
     return ServiceError(
         400,
@@ -64,8 +65,17 @@ def delete(repo: Repo, cid: str) -> None:
     repo.update(t, cid, {"deleted": True})
 
 
-def list_(repo: Repo, *, email: str | None, limit: int, starting_after: str | None, ending_before: str | None):
+def list_(
+    repo: Repo,
+    *,
+    email: str | None,
+    limit: int,
+    starting_after: str | None,
+    ending_before: str | None,
+):
     where = [t.c.deleted.is_(False)]
     if email is not None:
         where.append(t.c.email == email)
-    return repo.page(t, where, limit=limit, starting_after=starting_after, ending_before=ending_before)
+    return repo.page(
+        t, where, limit=limit, starting_after=starting_after, ending_before=ending_before
+    )

@@ -28,7 +28,9 @@ def create_account(conn: Connection, account_id: str, now: int, *, is_default: b
 
 def find_key(conn: Connection, key: str) -> tuple[str, bool] | None:
     row = conn.execute(
-        sa.select(api_keys.c.account_id, api_keys.c.livemode).where(api_keys.c.key_hash == key_digest(key))
+        sa.select(api_keys.c.account_id, api_keys.c.livemode).where(
+            api_keys.c.key_hash == key_digest(key)
+        )
     ).first()
     return (row[0], bool(row[1])) if row else None
 
@@ -36,8 +38,11 @@ def find_key(conn: Connection, key: str) -> tuple[str, bool] | None:
 def store_key(conn: Connection, account_id: str, key: str, now: int) -> None:
     conn.execute(
         api_keys.insert().values(
-            key_hash=key_digest(key), account_id=account_id, livemode=key.startswith("sk_live_"),
-            key_hint=key[:8] + "..." + key[-4:], created=now,
+            key_hash=key_digest(key),
+            account_id=account_id,
+            livemode=key.startswith("sk_live_"),
+            key_hint=key[:8] + "..." + key[-4:],
+            created=now,
         )
     )
 

@@ -7,13 +7,12 @@ PostgreSQL URLs (`postgresql://`) use psycopg 3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -126,7 +125,9 @@ class Database:
         self.engine = make_engine(self.url, autocheckpoint=not background_checkpoint)
         self.dialect = self.engine.dialect.name
         self._local = threading.local()
-        self._writer_lock = _WriterLock(self.engine.url.database) if self.dialect == "sqlite" else None
+        self._writer_lock = (
+            _WriterLock(self.engine.url.database) if self.dialect == "sqlite" else None
+        )
 
     def _conn(self, kind: str) -> Connection:
         conn = getattr(self._local, kind, None)
@@ -239,7 +240,18 @@ class Database:
 
 def is_database_error(exc: BaseException) -> bool:
     """Whether an exception came from the database (on PostgreSQL it aborts the transaction)."""
-    return isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.startswith(("sqlite3", "psycopg"))
+    return isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.startswith(
+        ("sqlite3", "psycopg")
+    )
+
+
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A database error that aborts the transaction and that a new attempt can clear."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 class ItemSavepoints:

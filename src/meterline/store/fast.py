@@ -56,13 +56,19 @@ class CompiledTable:
         self.quote = quote
         cols = ", ".join(quote(c) for c in self.columns)
         name = quote(table.name)
-        self.get_sql = f"SELECT {cols} FROM {name} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
+        self.get_sql = (
+            f"SELECT {cols} FROM {name} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
+        )
         self.get_for_update_sql = self.get_sql + (" FOR UPDATE" if dialect == "postgresql" else "")
         ins = ", ".join(quote(c) for c in self.insert_columns)
-        self.insert_sql = f"INSERT INTO {name} ({ins}) VALUES ({', '.join([ph] * len(self.insert_columns))})"
+        self.insert_sql = (
+            f"INSERT INTO {name} ({ins}) VALUES ({', '.join([ph] * len(self.insert_columns))})"
+        )
         self.name = name
         self.defaults = {
-            c.name: c.default.arg for c in table.columns if c.default is not None and getattr(c.default, "is_scalar", False)
+            c.name: c.default.arg
+            for c in table.columns
+            if c.default is not None and getattr(c.default, "is_scalar", False)
         }
         self.decoders: list[tuple[int, str, Callable[[Any], Any] | None]] = []
         self.encoders: dict[str, Callable[[Any], Any]] = {}

@@ -14,7 +14,6 @@ from sqlalchemy.engine import Connection
 from meterline.store.repo import Scope
 from meterline.store.tables import idempotency_keys as t
 
-
 _COLUMNS = "account_id, livemode, key, request_hash, created, status, response, request_id"
 _FIELDS = ("request_hash", "created", "status", "response", "request_id")
 _SQL = {
@@ -39,21 +38,27 @@ def _lock_number(scope: Scope, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _lock_and_load_sqlite(conn: Connection, scope: Scope, key: str) -> tuple[bool, dict[str, Any] | None]:
+def _lock_and_load_sqlite(
+    conn: Connection, scope: Scope, key: str
+) -> tuple[bool, dict[str, Any] | None]:
     return True, load(conn, scope, key)  # the transaction already holds SQLite's single write lock
 
 
-def _lock_and_load_postgresql(conn: Connection, scope: Scope, key: str) -> tuple[bool, dict[str, Any] | None]:
+def _lock_and_load_postgresql(
+    conn: Connection, scope: Scope, key: str
+) -> tuple[bool, dict[str, Any] | None]:
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(_LOCK_AND_LOAD_PG, (_lock_number(scope, key), scope.account_id, scope.livemode, key))
+        cur.execute(
+            _LOCK_AND_LOAD_PG, (_lock_number(scope, key), scope.account_id, scope.livemode, key)
+        )
         row = cur.fetchone()
     finally:
         cur.close()
     locked = bool(row[0])
     if not locked or row[1] is None:
         return locked, None
-    return True, dict(zip(_FIELDS, row[1:]))
+    return True, dict(zip(_FIELDS, row[1:], strict=False))
 
 
 _LOCK_AND_LOAD = {"sqlite": _lock_and_load_sqlite, "postgresql": _lock_and_load_postgresql}
@@ -74,7 +79,9 @@ _LOCK_AND_LOAD_MANY_PG = (
 )
 
 
-def lock_and_load_many(conn: Connection, items: list[tuple[Scope, str]]) -> list[tuple[bool, dict[str, Any] | None]]:
+def lock_and_load_many(
+    conn: Connection, items: list[tuple[Scope, str]]
+) -> list[tuple[bool, dict[str, Any] | None]]:
     """`lock_and_load` for several keys at once (in the order given)."""
     if conn.dialect.name != "postgresql" or len(items) < 2:
         return [lock_and_load(conn, scope, key) for scope, key in items]
@@ -83,8 +90,11 @@ def lock_and_load_many(conn: Connection, items: list[tuple[Scope, str]]) -> list
         cur.execute(
             _LOCK_AND_LOAD_MANY_PG,
             (
-                list(range(len(items))), [_lock_number(s, k) for s, k in items],
-                [s.account_id for s, _ in items], [s.livemode for s, _ in items], [k for _, k in items],
+                list(range(len(items))),
+                [_lock_number(s, k) for s, k in items],
+                [s.account_id for s, _ in items],
+                [s.livemode for s, _ in items],
+                [k for _, k in items],
             ),
         )
         rows = cur.fetchall()
@@ -93,7 +103,14 @@ def lock_and_load_many(conn: Connection, items: list[tuple[Scope, str]]) -> list
     out: list[tuple[bool, dict[str, Any] | None]] = []
     for row in rows:
         locked = bool(row[1])
-        out.append((locked, dict(zip(_FIELDS, row[2:])) if locked and row[2] is not None else None))
+        out.append(
+            (
+                locked,
+                dict(zip(_FIELDS, row[2:], strict=False))
+                if locked and row[2] is not None
+                else None,
+            )
+        )
     return out
 
 
@@ -101,7 +118,11 @@ def lock(conn: Connection, scope: Scope, key: str) -> bool:
     """Hold the key for this transaction; False when another transaction holds it."""
     if conn.dialect.name != "postgresql":
         return True
-    return bool(conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%(n)s)", {"n": _lock_number(scope, key)}).scalar())
+    return bool(
+        conn.exec_driver_sql(
+            "SELECT pg_try_advisory_xact_lock(%(n)s)", {"n": _lock_number(scope, key)}
+        ).scalar()
+    )
 
 
 def _run(conn: Connection, name: str, params: tuple[Any, ...]) -> Any:
@@ -117,15 +138,30 @@ def load(conn: Connection, scope: Scope, key: str) -> dict[str, Any] | None:
     row = _run(conn, "load", (scope.account_id, scope.livemode, key))
     if row is None:
         return None
-    return dict(zip(("request_hash", "created", "status", "response", "request_id"), row))
+    return dict(
+        zip(("request_hash", "created", "status", "response", "request_id"), row, strict=False)
+    )
 
 
 def forget(conn: Connection, scope: Scope, key: str) -> None:
     _run(conn, "forget", (scope.account_id, scope.livemode, key))
 
 
-def store(conn: Connection, scope: Scope, key: str, request_hash: str, request_id: str, now: int, status: int, response: bytes) -> None:
-    _run(conn, "store", (scope.account_id, scope.livemode, key, request_hash, now, status, response, request_id))
+def store(
+    conn: Connection,
+    scope: Scope,
+    key: str,
+    request_hash: str,
+    request_id: str,
+    now: int,
+    status: int,
+    response: bytes,
+) -> None:
+    _run(
+        conn,
+        "store",
+        (scope.account_id, scope.livemode, key, request_hash, now, status, response, request_id),
+    )
 
 
 def store_many(conn: Connection, rows: list[tuple[Any, ...]]) -> None:

@@ -37,7 +37,10 @@ class Repo:
         self.wrote = False  # set by every write: a failure after a write needs a rollback
 
     def _own(self, table: sa.Table) -> list[Any]:
-        return [table.c.account_id == self.scope.account_id, table.c.livemode == self.scope.livemode]
+        return [
+            table.c.account_id == self.scope.account_id,
+            table.c.livemode == self.scope.livemode,
+        ]
 
     def select(self, table: sa.Table, *where: Any) -> sa.Select:
         return sa.select(table).where(*self._own(table), *where)
@@ -49,7 +52,10 @@ class Repo:
         ct = compiled(table, self.conn.dialect)
         cur = self._cursor()
         try:
-            cur.execute(ct.get_for_update_sql if for_update else ct.get_sql, (self.scope.account_id, self.scope.livemode, id))
+            cur.execute(
+                ct.get_for_update_sql if for_update else ct.get_sql,
+                (self.scope.account_id, self.scope.livemode, id),
+            )
             row = cur.fetchone()
         finally:
             cur.close()
@@ -66,7 +72,12 @@ class Repo:
         """Insert one row of this scope; returns the row as stored (without `seq`)."""
         ct = compiled(table, self.conn.dialect)
         self.wrote = True
-        row = {**ct.defaults, **values, "account_id": self.scope.account_id, "livemode": self.scope.livemode}
+        row = {
+            **ct.defaults,
+            **values,
+            "account_id": self.scope.account_id,
+            "livemode": self.scope.livemode,
+        }
         cur = self._cursor()
         try:
             cur.execute(ct.insert_sql, ct.insert_params(row))
@@ -80,7 +91,11 @@ class Repo:
         self.wrote = True
         ct = compiled(table, self.conn.dialect)
         names = list(values)
-        params = [ct.encode(n, values[n]) for n in names] + [self.scope.account_id, self.scope.livemode, id]
+        params = [ct.encode(n, values[n]) for n in names] + [
+            self.scope.account_id,
+            self.scope.livemode,
+            id,
+        ]
         cur = self._cursor()
         try:
             cur.execute(ct.update_sql(names), params)
@@ -111,7 +126,9 @@ class Repo:
                 sa.select(c_created, c_seq).where(*self._own(table), table.c.id == cursor_id)
             ).first()
             if cur is None:
-                raise CursorMissing("starting_after" if starting_after else "ending_before", cursor_id)
+                raise CursorMissing(
+                    "starting_after" if starting_after else "ending_before", cursor_id
+                )
             created, seq = cur
             if starting_after:
                 q = q.where(sa.or_(c_created < created, sa.and_(c_created == created, c_seq < seq)))
@@ -140,4 +157,6 @@ class Repo:
             int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big", signed=True)
             for text in (kind, f"{self.scope.account_id}|{self.scope.livemode}|{name}")
         )
-        self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(ns)s, %(key)s)", {"ns": ns, "key": key})
+        self.conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(%(ns)s, %(key)s)", {"ns": ns, "key": key}
+        )

@@ -18,7 +18,12 @@ def _owned(name: str, *cols: sa.Column, indexes: tuple = ()) -> sa.Table:  # typ
     return sa.Table(
         name,
         metadata,
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("id", sa.String(255), nullable=False),
         sa.Column("account_id", sa.String(64), nullable=False),
         sa.Column("livemode", sa.Boolean, nullable=False),

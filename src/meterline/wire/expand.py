@@ -21,24 +21,46 @@ Expandable = Callable[[str, str], bool]
 def check_paths(paths: list[str]) -> None:
     for i, path in enumerate(paths):
         if not path or any(not seg for seg in path.split(".")):
-            raise invalid(f"expand[{i}]", f"Invalid expand path {path!r}: write fields joined by dots, e.g. data.customer.", "parameter_invalid")
+            raise invalid(
+                f"expand[{i}]",
+                f"Invalid expand path {path!r}: write fields joined by dots, e.g. data.customer.",
+                "parameter_invalid",
+            )
         if len(path.split(".")) > MAX_DEPTH:
-            raise invalid(f"expand[{i}]", f"You cannot expand more than {MAX_DEPTH} levels of a property ({path}).", "parameter_invalid")
+            raise invalid(
+                f"expand[{i}]",
+                f"You cannot expand more than {MAX_DEPTH} levels of a property ({path}).",
+                "parameter_invalid",
+            )
 
 
-def apply(obj: dict[str, Any], paths: list[str], resolver: Resolver, expandable: Expandable, *, list_of: str | None = None) -> None:
+def apply(
+    obj: dict[str, Any],
+    paths: list[str],
+    resolver: Resolver,
+    expandable: Expandable,
+    *,
+    list_of: str | None = None,
+) -> None:
     """Expand in place. Raises a 400 naming the path if a segment cannot be expanded, whether or
     not the objects at hand have a value there. `list_of` names the item type of a list, so that
     a path is checked even on an empty page."""
     for i, path in enumerate(paths):
         segs = path.split(".")
-        if list_of is not None and obj.get("object") == "list" and segs[0] == "data" and len(segs) > 1:
+        if (
+            list_of is not None
+            and obj.get("object") == "list"
+            and segs[0] == "data"
+            and len(segs) > 1
+        ):
             if not expandable(list_of, segs[1]):
                 raise _cannot(path, i, segs[1])
         _walk(obj, segs, path, i, resolver, expandable)
 
 
-def _walk(node: Any, segs: list[str], path: str, index: int, resolver: Resolver, expandable: Expandable) -> None:
+def _walk(
+    node: Any, segs: list[str], path: str, index: int, resolver: Resolver, expandable: Expandable
+) -> None:
     if node is None or not segs:
         return
     if isinstance(node, list):
@@ -70,4 +92,8 @@ def _walk(node: Any, segs: list[str], path: str, index: int, resolver: Resolver,
 
 
 def _cannot(path: str, index: int, field: str):
-    return invalid(f"expand[{index}]", f"This property cannot be expanded ({field}) in {path!r}.", "parameter_invalid")
+    return invalid(
+        f"expand[{index}]",
+        f"This property cannot be expanded ({field}) in {path!r}.",
+        "parameter_invalid",
+    )

@@ -86,8 +86,15 @@ def decode(pairs: list[tuple[str, str]]) -> dict[str, Any]:
                     raise _conflict(segs[: i + 1])
                 if last:
                     node.append(value)
-                elif segs[i + 1] != "" and node and isinstance(node[-1], dict) and not _has_path(node[-1], segs[i + 1 :]):
-                    node = node[-1]  # Rack's rule: `a[][k]` adds to the last object unless it has `k`
+                elif (
+                    segs[i + 1] != ""
+                    and node
+                    and isinstance(node[-1], dict)
+                    and not _has_path(node[-1], segs[i + 1 :])
+                ):
+                    node = node[
+                        -1
+                    ]  # Rack's rule: `a[][k]` adds to the last object unless it has `k`
                 else:
                     child: Any = [] if segs[i + 1] == "" else {}
                     node.append(child)

@@ -27,7 +27,11 @@ MAX_METADATA_VALUE_LEN = 500
 class Params:
     def __init__(self, data: Any, prefix: str = "") -> None:
         if not isinstance(data, dict):
-            raise invalid(prefix or None, f"Invalid object for {prefix}: expected a hash of parameters.", "parameter_invalid")
+            raise invalid(
+                prefix or None,
+                f"Invalid object for {prefix}: expected a hash of parameters.",
+                "parameter_invalid",
+            )
         self.data: dict[str, Any] = data
         self.prefix = prefix
         self.read: set[str] = set()
@@ -56,17 +60,27 @@ class Params:
                 raise missing(self.name(key))
             return None
         if not isinstance(v, str):
-            raise invalid(self.name(key), f"Invalid value for {self.name(key)}: expected a single value, not a nested object or list.", "parameter_invalid")
+            raise invalid(
+                self.name(key),
+                f"Invalid value for {self.name(key)}: expected a single value, not a nested object or list.",
+                "parameter_invalid",
+            )
         return v
 
     # -- scalars -------------------------------------------------------------
     def str(self, key: str, *, required: bool = False, max_len: int | None = 5000) -> str | None:
         v = self._scalar(key, required)
         if v is not None and max_len is not None and len(v) > max_len:
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: must be at most {max_len} characters long.", "parameter_invalid_string")
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: must be at most {max_len} characters long.",
+                "parameter_invalid_string",
+            )
         return v
 
-    def int(self, key: str, *, required: bool = False, min: int | None = None, max: int | None = None) -> int | None:
+    def int(
+        self, key: str, *, required: bool = False, min: int | None = None, max: int | None = None
+    ) -> int | None:
         v = self._scalar(key, required)
         if v is None:
             return None
@@ -74,9 +88,17 @@ class Params:
             raise invalid(self.name(key), f"Invalid integer: {v}", "parameter_invalid_integer")
         n = int(v)
         if min is not None and n < min:
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: must be at least {min} (got {n}).", "parameter_invalid_integer")
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: must be at least {min} (got {n}).",
+                "parameter_invalid_integer",
+            )
         if max is not None and n > max:
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: must be at most {max} (got {n}).", "parameter_invalid_integer")
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: must be at most {max} (got {n}).",
+                "parameter_invalid_integer",
+            )
         return n
 
     def bool(self, key: str, *, required: bool = False) -> bool | None:
@@ -87,9 +109,13 @@ class Params:
             return True
         if v == "false":
             return False
-        raise invalid(self.name(key), f"Invalid boolean: {v}. Use true or false.", "parameter_invalid_boolean")
+        raise invalid(
+            self.name(key), f"Invalid boolean: {v}. Use true or false.", "parameter_invalid_boolean"
+        )
 
-    def decimal(self, key: str, *, required: bool = False, max_places: int | None = None) -> Decimal | None:
+    def decimal(
+        self, key: str, *, required: bool = False, max_places: int | None = None
+    ) -> Decimal | None:
         v = self._scalar(key, required)
         if v is None:
             return None
@@ -100,14 +126,24 @@ class Params:
         except InvalidOperation:  # pragma: no cover - the regex admits only valid literals
             raise invalid(self.name(key), f"Invalid decimal: {v}", "parameter_invalid_decimal")
         if max_places is not None and -d.as_tuple().exponent > max_places:  # type: ignore[operator]
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: at most {max_places} decimal places are allowed (got {v}).", "parameter_invalid_decimal")
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: at most {max_places} decimal places are allowed (got {v}).",
+                "parameter_invalid_decimal",
+            )
         return d
 
     def enum(self, key: str, choices: tuple[str, ...], *, required: bool = False) -> str | None:
         v = self._scalar(key, required)
         if v is not None and v not in choices:
-            listed = ", ".join(choices[:-1]) + (f", or {choices[-1]}" if len(choices) > 1 else choices[0])
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: must be one of {listed} (got {v!r}).", "parameter_invalid_enum")
+            listed = ", ".join(choices[:-1]) + (
+                f", or {choices[-1]}" if len(choices) > 1 else choices[0]
+            )
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: must be one of {listed} (got {v!r}).",
+                "parameter_invalid_enum",
+            )
         return v
 
     # -- structures ------------------------------------------------------------
@@ -122,7 +158,9 @@ class Params:
         self.children.append(child)
         return child
 
-    def list(self, key: str, *, required: bool = False, max_items: int | None = None) -> list[Any] | None:
+    def list(
+        self, key: str, *, required: bool = False, max_items: int | None = None
+    ) -> list[Any] | None:
         """An array, from `a[0]=`, `a[1]=` (indexed dict) or `a[]=` (list)."""
         self.read.add(key)
         v = self.data.get(key)
@@ -136,26 +174,50 @@ class Params:
                     raise ValueError
                 idx = sorted((int(k), k) for k in v)
             except ValueError:
-                raise invalid(self.name(key), f"Invalid array for {self.name(key)}: use {self.name(key)}[0]=..., {self.name(key)}[1]=...", "parameter_invalid")
+                raise invalid(
+                    self.name(key),
+                    f"Invalid array for {self.name(key)}: use {self.name(key)}[0]=..., {self.name(key)}[1]=...",
+                    "parameter_invalid",
+                )
             if [i for i, _ in idx] != list(range(len(idx))):
-                raise invalid(self.name(key), f"Invalid array for {self.name(key)}: indexes must run 0, 1, 2, ... without gaps.", "parameter_invalid")
+                raise invalid(
+                    self.name(key),
+                    f"Invalid array for {self.name(key)}: indexes must run 0, 1, 2, ... without gaps.",
+                    "parameter_invalid",
+                )
             v = [v[k] for _, k in idx]
         elif isinstance(v, str):
-            raise invalid(self.name(key), f"Invalid array for {self.name(key)}: expected a list, write {self.name(key)}[0]=value.", "parameter_invalid")
+            raise invalid(
+                self.name(key),
+                f"Invalid array for {self.name(key)}: expected a list, write {self.name(key)}[0]=value.",
+                "parameter_invalid",
+            )
         if max_items is not None and len(v) > max_items:
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: at most {max_items} items are allowed (got {len(v)}).", "parameter_invalid")
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: at most {max_items} items are allowed (got {len(v)}).",
+                "parameter_invalid",
+            )
         return v
 
-    def str_list(self, key: str, *, required: bool = False, max_items: int | None = None) -> list[str] | None:
+    def str_list(
+        self, key: str, *, required: bool = False, max_items: int | None = None
+    ) -> list[str] | None:
         items = self.list(key, required=required, max_items=max_items)
         if items is None:
             return None
         for i, item in enumerate(items):
             if not isinstance(item, str):
-                raise invalid(f"{self.name(key)}[{i}]", f"Invalid {self.name(key)}[{i}]: expected a string.", "parameter_invalid")
+                raise invalid(
+                    f"{self.name(key)}[{i}]",
+                    f"Invalid {self.name(key)}[{i}]: expected a string.",
+                    "parameter_invalid",
+                )
         return items
 
-    def obj_list(self, key: str, *, required: bool = False, max_items: int | None = None) -> list[Params] | None:
+    def obj_list(
+        self, key: str, *, required: bool = False, max_items: int | None = None
+    ) -> list[Params] | None:
         items = self.list(key, required=required, max_items=max_items)
         if items is None:
             return None
@@ -176,15 +238,31 @@ class Params:
         if v == "":
             return {}
         if not isinstance(v, dict):
-            raise invalid(self.name(key), f"Invalid {self.name(key)}: expected a hash, e.g. {self.name(key)}[order_id]=6735.", "parameter_invalid")
+            raise invalid(
+                self.name(key),
+                f"Invalid {self.name(key)}: expected a hash, e.g. {self.name(key)}[order_id]=6735.",
+                "parameter_invalid",
+            )
         for k, val in v.items():
             pname = f"{self.name(key)}[{k}]"
             if not isinstance(val, str):
-                raise invalid(pname, f"Invalid {pname}: metadata values must be strings, not nested objects.", "parameter_invalid")
+                raise invalid(
+                    pname,
+                    f"Invalid {pname}: metadata values must be strings, not nested objects.",
+                    "parameter_invalid",
+                )
             if len(k) > MAX_METADATA_KEY_LEN:
-                raise invalid(pname, f"Invalid {self.name(key)}: keys can be at most {MAX_METADATA_KEY_LEN} characters long (got {len(k)}).", "parameter_invalid")
+                raise invalid(
+                    pname,
+                    f"Invalid {self.name(key)}: keys can be at most {MAX_METADATA_KEY_LEN} characters long (got {len(k)}).",
+                    "parameter_invalid",
+                )
             if len(val) > MAX_METADATA_VALUE_LEN:
-                raise invalid(pname, f"Invalid {pname}: values can be at most {MAX_METADATA_VALUE_LEN} characters long (got {len(val)}).", "parameter_invalid")
+                raise invalid(
+                    pname,
+                    f"Invalid {pname}: values can be at most {MAX_METADATA_VALUE_LEN} characters long (got {len(val)}).",
+                    "parameter_invalid",
+                )
         return dict(v)
 
     def exclusive(self, a: str, b: str) -> None:
@@ -200,7 +278,9 @@ class Params:
             c.done()
 
 
-def merge_metadata(current: dict[str, str] | None, change: dict[str, str] | None, param: str = "metadata") -> dict[str, str]:
+def merge_metadata(
+    current: dict[str, str] | None, change: dict[str, str] | None, param: str = "metadata"
+) -> dict[str, str]:
     """Apply a metadata change: None keeps, {} clears all, "" values delete keys. Checks the 50-key cap."""
     if change is None:
         return dict(current or {})
@@ -213,5 +293,9 @@ def merge_metadata(current: dict[str, str] | None, change: dict[str, str] | None
         else:
             out[k] = v
     if len(out) > MAX_METADATA_KEYS:
-        raise invalid(param, f"Invalid {param}: an object can have at most {MAX_METADATA_KEYS} metadata keys (this change would leave {len(out)}).", "parameter_invalid")
+        raise invalid(
+            param,
+            f"Invalid {param}: an object can have at most {MAX_METADATA_KEYS} metadata keys (this change would leave {len(out)}).",
+            "parameter_invalid",
+        )
     return out
