@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The key in .meterline-key is made once, so that every `make run` prints the same working key.
+KEY_FILE := .meterline-key
+
 run: install
+	@test -s $(KEY_FILE) || $(BIN)/python -c "from meterline.services.accounts import generate_key; print(generate_key())" > $(KEY_FILE)
 	$(BIN)/meterline migrate --database-url $(DATABASE_URL)
-	$(BIN)/meterline serve --host $(HOST) --port $(PORT) --database-url $(DATABASE_URL)
+	$(BIN)/meterline serve --host $(HOST) --port $(PORT) --database-url $(DATABASE_URL) --api-key "$$(cat $(KEY_FILE))"
 
 # The suite runs twice: on SQLite and on PostgreSQL (required: a run that cannot reach it fails).
 test: install

@@ -169,16 +169,6 @@ class Floor:
         return self.conn.execute(self.select, (customer_id, ACCOUNT, False)).fetchone()
 
     def create(self, row: tuple) -> None:
-        if os.environ.get("FLOOR_FLOCK"):
-            import fcntl
-            if not hasattr(self, "_fd"):
-                self._fd = os.open(database_target()[1] + ".lock", os.O_RDWR | os.O_CREAT)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                self.conn.execute(self.insert, row)
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            return
         self.conn.execute(self.insert, row)
 
     def close(self) -> None:
