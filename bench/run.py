@@ -909,8 +909,12 @@ def write_report(
         f"- Command: `make bench` → `{invocation}`",
         f"- Load: `wrk {wrk_args}`, client and servers on the same machine, 127.0.0.1."
         f" Each operation gets {warm}, then {runs}; the table shows {shown}"
-        " (req/s, p50 and p99 all of that run), spread req/s is the lowest–highest req/s of"
-        " the runs, and errors are summed over all runs.",
+        + (
+            " (req/s, p50 and p99 all of that run), spread req/s is the lowest–highest req/s"
+            " of the runs, and errors are summed over all runs."
+            if settings.repeat > 1
+            else "."
+        ),
         "  - customers.retrieve: `wrk … -s bench/retrieve_customer.lua -H 'Authorization:"
         " Bearer sk_test_…' http://127.0.0.1:PORT/v1/customers/cus_…`",
         "  - customers.create: `wrk … -s bench/create_customer.lua -H 'Authorization:"

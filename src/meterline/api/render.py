@@ -198,3 +198,52 @@ def plan(row: RowMapping) -> dict[str, Any]:
 
 def deleted(id: str, object: str) -> dict[str, Any]:
     return {"id": id, "object": object, "deleted": True}
+
+
+def meter(row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "billing.meter",
+        "created": row["created"],
+        "customer_mapping": {"event_payload_key": row["customer_key"], "type": "by_id"},
+        "default_aggregation": {"formula": row["formula"]},
+        "dimension_payload_keys": list(row["dimension_payload_keys"] or []),
+        "display_name": row["display_name"],
+        "event_name": row["event_name"],
+        "event_time_window": row["event_time_window"],
+        "livemode": row["livemode"],
+        "status": row["status"],
+        "status_transitions": {"deactivated_at": row["deactivated_at"]},
+        "updated": row["updated"],
+        "value_settings": {"event_payload_key": row["value_key"]},
+    }
+
+
+def meter_event(row) -> dict[str, Any]:
+    return {
+        "object": "billing.meter_event",
+        "created": row["created"],
+        "event_name": row["event_name"],
+        "identifier": row["id"],
+        "livemode": row["livemode"],
+        "payload": row["payload"],
+        "timestamp": row["timestamp"],
+    }
+
+
+def rfc3339(ts: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def v2_meter_event(row) -> dict[str, Any]:
+    return {
+        "object": "v2.billing.meter_event",
+        "created": rfc3339(row["created"]),
+        "event_name": row["event_name"],
+        "identifier": row["id"],
+        "livemode": row["livemode"],
+        "payload": row["payload"],
+        "timestamp": rfc3339(row["timestamp"]),
+    }

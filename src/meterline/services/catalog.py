@@ -177,13 +177,9 @@ def create_price(
 ) -> RowMapping:
     check_price(spec, names)
     if spec.recurring is not None and spec.recurring.meter is not None:
-        raise ServiceError(
-            400,
-            f"{names.meter} names a meter ({spec.recurring.meter!r}), but this meterline release has no billing "
-            "meters yet, so no meter can be attached. Leave it out for now.",
-            code="parameter_invalid",
-            param=names.meter,
-        )
+        from meterline.services.meters import check_attachable
+
+        check_attachable(repo, spec.recurring.meter, names.meter)
     if product_id is not None and product_data is not None:
         raise ServiceError(
             400,

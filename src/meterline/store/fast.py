@@ -64,6 +64,8 @@ class CompiledTable:
         self.insert_sql = (
             f"INSERT INTO {name} ({ins}) VALUES ({', '.join([ph] * len(self.insert_columns))})"
         )
+        # Both dialects: skip a row that would break a unique key (its id in its scope).
+        self.insert_ignore_sql = self.insert_sql + " ON CONFLICT DO NOTHING"
         self.name = name
         self.defaults = {
             c.name: c.default.arg

@@ -85,6 +85,27 @@ class Repo:
             cur.close()
         return row
 
+    def insert_unless_exists(self, table: sa.Table, values: dict[str, Any]) -> bool:
+        """Insert one row unless its id (or another unique key) is taken; True if inserted.
+        Concurrent inserts of one id store it once: PostgreSQL makes the second wait for the
+        first to commit and then skips it; SQLite has one writer at a time."""
+        ct = compiled(table, self.conn.dialect)
+        row = {
+            **ct.defaults,
+            **values,
+            "account_id": self.scope.account_id,
+            "livemode": self.scope.livemode,
+        }
+        cur = self._cursor()
+        try:
+            cur.execute(ct.insert_ignore_sql, ct.insert_params(row))
+            inserted = cur.rowcount == 1
+        finally:
+            cur.close()
+        if inserted:
+            self.wrote = True
+        return inserted
+
     def update(self, table: sa.Table, id: str, values: dict[str, Any]) -> int:
         if not values:
             return 0

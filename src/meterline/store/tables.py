@@ -125,3 +125,37 @@ prices = _owned(
         sa.Index("uq_prices_lookup_key", "account_id", "livemode", "lookup_key", unique=True),
     ),
 )
+
+meters = _owned(
+    "meters",
+    sa.Column("updated", sa.BigInteger, nullable=False),
+    sa.Column("display_name", sa.String(250), nullable=False),
+    sa.Column("event_name", sa.String(100), nullable=False),
+    sa.Column("formula", sa.String(8), nullable=False),
+    sa.Column("customer_key", sa.String(100), nullable=False),
+    sa.Column("value_key", sa.String(100), nullable=False),
+    sa.Column("event_time_window", sa.String(8)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("deactivated_at", sa.BigInteger),
+    sa.Column("dimension_payload_keys", sa.JSON, nullable=False),
+    indexes=(
+        sa.Index("uq_meters_event_name", "account_id", "livemode", "event_name", unique=True),
+    ),
+)
+
+# Raw meter events: the source of truth for every aggregate. `id` is the event's identifier.
+meter_events = _owned(
+    "meter_events",
+    sa.Column("meter", sa.String(255), nullable=False),
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("event_name", sa.String(100), nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("value", DecimalText, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("cancelled_at", sa.BigInteger),
+    indexes=(
+        sa.Index(
+            "ix_meter_events_usage", "account_id", "livemode", "customer", "meter", "timestamp"
+        ),
+    ),
+)

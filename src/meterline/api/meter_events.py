@@ -1,0 +1,112 @@
+"""Meter events and adjustments: /v1/billing/meter_events, /v2/billing/meter_events,
+/v1/billing/meter_event_adjustments and /v2/billing/meter_event_adjustments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from meterline.api import render
+from meterline.api.app import Call
+from meterline.api.routing import Router
+from meterline.engine.metering import MAX_IDENTIFIER
+from meterline.services import meter_events as svc
+from meterline.wire.errors import invalid
+from meterline.wire.params import Params
+
+
+def _payload(p: Params) -> dict[str, str]:
+    raw = p.raw("payload")
+    if raw is None or raw == "":
+        raise invalid("payload", "Missing required param: payload.", "parameter_missing")
+    if not isinstance(raw, dict):
+        raise invalid("payload", "payload must be a hash of strings, e.g. payload[value]=25.")
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if not isinstance(v, str):
+            raise invalid(
+                f"payload[{k}]",
+                f'payload[{k}] must be a string (send numbers as strings, e.g. "25").',
+            )
+        out[k] = v
+    return out
+
+
+def _rfc3339(raw: str, param: str) -> int:
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise invalid(
+            param, f"Invalid timestamp {raw!r}: use RFC 3339, e.g. 2026-11-25T17:00:00.000Z."
+        ) from None
+    if dt.tzinfo is None:
+        raise invalid(param, f"Invalid timestamp {raw!r}: it must carry a time zone (Z or +hh:mm).")
+    return int(dt.timestamp())
+
+
+def _input(p: Params, *, v2: bool) -> svc.EventInput:
+    event_name = p.str("event_name", required=True, max_len=100)
+    payload = _payload(p)
+    identifier = p.str("identifier", max_len=MAX_IDENTIFIER)
+    if v2:
+        raw_ts = p.str("timestamp", max_len=64)
+        ts = _rfc3339(raw_ts, "timestamp") if raw_ts is not None else None
+    else:
+        ts = p.int("timestamp")
+    p.done()
+    return svc.EventInput(event_name, payload, identifier, ts)  # type: ignore[arg-type]
+
+
+def create_v1(call: Call) -> dict[str, Any]:
+    return render.meter_event(svc.record(call.repo, _input(call.params, v2=False)))
+
+
+def create_v2(call: Call) -> dict[str, Any]:
+    return render.v2_meter_event(svc.record(call.repo, _input(call.params, v2=True)))
+
+
+def _cancel_params(p: Params) -> tuple[str, str]:
+    event_name = p.str("event_name", required=True, max_len=100)
+    p.enum("type", ("cancel",), required=True)
+    c = p.obj("cancel", required=True)
+    identifier = c.str("identifier", required=True, max_len=MAX_IDENTIFIER)  # type: ignore[union-attr]
+    p.done()
+    return event_name, identifier  # type: ignore[return-value]
+
+
+def adjust_v1(call: Call) -> dict[str, Any]:
+    event_name, identifier = _cancel_params(call.params)
+    svc.cancel(call.repo, event_name, identifier, param="cancel[identifier]")
+    return {
+        "object": "billing.meter_event_adjustment",
+        "cancel": {"identifier": identifier},
+        "event_name": event_name,
+        "livemode": call.scope.livemode,
+        "status": "complete",
+        "type": "cancel",
+    }
+
+
+def adjust_v2(call: Call) -> dict[str, Any]:
+    from meterline import clock
+    from meterline.ids import new_id
+
+    event_name, identifier = _cancel_params(call.params)
+    svc.cancel(call.repo, event_name, identifier, param="cancel.identifier")
+    return {
+        "id": new_id("mtradj", 24),
+        "object": "v2.billing.meter_event_adjustment",
+        "cancel": {"identifier": identifier},
+        "created": render.rfc3339(clock.now()),
+        "event_name": event_name,
+        "livemode": call.scope.livemode,
+        "status": "complete",
+        "type": "cancel",
+    }
+
+
+def register(router: Router) -> None:
+    router.add("POST", "/v1/billing/meter_events", create_v1)
+    router.add("POST", "/v2/billing/meter_events", create_v2)
+    router.add("POST", "/v1/billing/meter_event_adjustments", adjust_v1)
+    router.add("POST", "/v2/billing/meter_event_adjustments", adjust_v2)

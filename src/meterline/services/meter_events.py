@@ -1,0 +1,156 @@
+"""Meter events: validated, de-duplicated by identifier, stored raw; and their cancellation.
+
+Always true: an identifier is stored at most once per account and mode (the table's unique key,
+reached with insert-if-absent, so two workers racing with one identifier store it once); a
+stored event has an active meter, an existing customer of the account, a value of at most 15
+significant digits and a timestamp inside the window of the moment it was received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from meterline import clock
+from meterline.engine import metering
+from meterline.engine.errors import RuleViolation
+from meterline.ids import random_token
+from meterline.services import ServiceError
+from meterline.services import meters as meters_service
+from meterline.store.repo import Repo
+from meterline.store.tables import customers, meter_events
+
+
+@dataclass(frozen=True)
+class EventInput:
+    event_name: str
+    payload: dict[str, str]
+    identifier: str | None
+    timestamp: int | None
+
+
+def record(repo: Repo, ev: EventInput, *, param_prefix: str = "") -> dict[str, Any]:
+    """Validate and store one event; returns the stored row. Raises ServiceError/RuleViolation
+    with Stripe's meter event error codes."""
+    p = param_prefix
+    meter = meters_service.by_event_name(repo, ev.event_name)
+    if meter is None:
+        raise ServiceError(
+            400,
+            f"No active meter was found for the event_name {ev.event_name!r}. Create a meter with that "
+            "event_name first (POST /v1/billing/meters).",
+            code="no_meter",
+            param=f"{p}event_name",
+        )
+    if meter["status"] != "active":
+        raise ServiceError(
+            400,
+            f"The meter {meter['id']} for event_name {ev.event_name!r} is inactive and accepts no events.",
+            code="archived_meter",
+            param=f"{p}event_name",
+        )
+    ckey = meter["customer_key"]
+    customer_id = ev.payload.get(ckey)
+    if not customer_id:
+        raise ServiceError(
+            400,
+            f"The payload has no {ckey!r} key naming the customer (the meter's customer_mapping.event_payload_key).",
+            code="meter_event_no_customer_defined",
+            param=f"{p}payload[{ckey}]",
+        )
+    cust = repo.get(customers, customer_id)
+    if cust is None or cust["deleted"]:
+        raise ServiceError(
+            400,
+            f"No customer {customer_id!r} exists in this account (payload[{ckey}]).",
+            code="meter_event_customer_not_found",
+            param=f"{p}payload[{ckey}]",
+        )
+    vkey = meter["value_key"]
+    raw_value = ev.payload.get(vkey)
+    if raw_value is None and meter["formula"] == "count":
+        value = Decimal(1)
+    elif raw_value is None:
+        raise ServiceError(
+            400,
+            f"The payload has no {vkey!r} key with the event's value (the meter's value_settings.event_payload_key).",
+            code="meter_event_invalid_value",
+            param=f"{p}payload[{vkey}]",
+        )
+    else:
+        value = metering.parse_value(raw_value, f"{p}payload[{vkey}]")
+    dims = meter["dimension_payload_keys"] or []
+    missing = [k for k in dims if not ev.payload.get(k)]
+    if missing:
+        raise ServiceError(
+            400,
+            f"The payload lacks the meter's dimension keys: {', '.join(missing)}.",
+            code="missing_dimension_payload_keys",
+            param=f"{p}payload[{missing[0]}]",
+        )
+    extra = [k for k in ev.payload if k not in (ckey, vkey)]
+    if len(extra) > metering.MAX_DIMENSION_KEYS:
+        raise ServiceError(
+            400,
+            f"The payload has {len(extra)} keys besides the customer and the value; at most "
+            f"{metering.MAX_DIMENSION_KEYS} are allowed.",
+            code="meter_event_dimension_count_too_high",
+            param=f"{p}payload",
+        )
+    now = clock.now()
+    ts = now if ev.timestamp is None else ev.timestamp
+    metering.check_timestamp(ts, now, f"{p}timestamp")
+    identifier = ev.identifier or f"mev_{random_token(24)}"
+    row = dict(
+        id=identifier,
+        created=now,
+        meter=meter["id"],
+        customer=customer_id,
+        event_name=ev.event_name,
+        timestamp=ts,
+        value=value,
+        payload=ev.payload,
+        cancelled_at=None,
+    )
+    if not repo.insert_unless_exists(meter_events, row):
+        raise ServiceError(
+            400,
+            f"An event with identifier {identifier!r} was already received; it is counted once. "
+            "Use a new identifier for a new event.",
+            code="resource_already_exists",
+            param=f"{p}identifier",
+        )
+    return {**row, "account_id": repo.scope.account_id, "livemode": repo.scope.livemode}
+
+
+def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[str, Any]:
+    """Cancel one event by identifier, within 24 hours of its receipt."""
+    row = repo.get(meter_events, identifier)
+    if row is None or row["event_name"] != event_name:
+        raise ServiceError(
+            404,
+            f"No meter event with identifier {identifier!r} and event_name {event_name!r} exists.",
+            code="resource_missing",
+            param=param,
+        )
+    now = clock.now()
+    if row["cancelled_at"] is not None:
+        raise ServiceError(
+            400,
+            f"The event {identifier!r} is already cancelled.",
+            code="parameter_invalid",
+            param=param,
+        )
+    if now - row["created"] > metering.CANCEL_WINDOW:
+        raise ServiceError(
+            400,
+            f"The event {identifier!r} was received more than 24 hours ago and can no longer be cancelled.",
+            code="parameter_invalid",
+            param=param,
+        )
+    repo.update(meter_events, identifier, {"cancelled_at": now})
+    return row
+
+
+__all__ = ["EventInput", "RuleViolation", "cancel", "record"]
