@@ -446,15 +446,17 @@ def test_concurrent_custom_ids(client, server, product, round_):
     assert checked(client.v1.plans.retrieve(pid)) == winner
 
 
-def test_meter_refused(create, unchanged):
+def test_unknown_meter_or_licensed_meter_refused(create, unchanged):
+    """A meter must exist in the account (404), and only a metered plan may name one (400).
+    Active and inactive meters: tests/test_api_meters.py."""
     with unchanged():
         err = refused(
             lambda: create(amount=1, usage_type="metered", meter="mtr_123"),
-            400,
-            "parameter_invalid",
+            404,
+            "resource_missing",
             "meter",
         )
-        assert "meter" in err["message"]
+        assert "mtr_123" in err["message"]
         refused(lambda: create(amount=1, meter="mtr_123"), 400, "parameter_invalid", "meter")
 
 

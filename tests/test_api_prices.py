@@ -251,18 +251,19 @@ def test_recurring_refusals(create, unchanged):
         )
 
 
-def test_recurring_meter_is_refused(create, unchanged):
+def test_unknown_or_licensed_recurring_meter_is_refused(create, unchanged):
+    """A meter must exist in the account (404), and only a metered price may name one (400)."""
     with unchanged():
         err = refused(
             lambda: create(
                 unit_amount=1,
                 recurring={"interval": "month", "usage_type": "metered", "meter": "mtr_123"},
             ),
-            400,
-            "parameter_invalid",
+            404,
+            "resource_missing",
             "recurring[meter]",
         )
-        assert "meter" in err["message"]
+        assert "mtr_123" in err["message"]
         refused(
             lambda: create(unit_amount=1, recurring={"interval": "month", "meter": "mtr_123"}),
             400,

@@ -26,7 +26,7 @@ from meterline.services import ServiceError, unit
 from meterline.services import accounts as accounts_service
 from meterline.store import idempotency as idem
 from meterline.store.db import Database, ItemSavepoints, is_database_error, is_retryable
-from meterline.store.repo import CursorMissing, Repo, Scope
+from meterline.store.repo import CursorMissing, Repo, Scope, deferred_inserts, flush_deferred
 from meterline.wire import expand as expand_mod
 from meterline.wire.errors import StripeError, api_error
 from meterline.wire.form import decode, decode_form, parse_pairs
@@ -457,7 +457,7 @@ class MeterlineApp:
         results: list[Any] = [None] * len(jobs)
         batch = _Batch()
         try:
-            with self.db.write() as conn:
+            with self.db.write() as conn, deferred_inserts(conn, not savepoints):
                 keyed = [(i, job) for i, job in enumerate(jobs) if job.key]
                 preloaded: dict[int, Any] = {}
                 if keyed:
@@ -486,6 +486,7 @@ class MeterlineApp:
                             savepoint.failed()
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
+                flush_deferred(conn)
                 idem.store_many(conn, batch.rows)
         except (_NeedsSavepoints, _RetryBatch):
             raise

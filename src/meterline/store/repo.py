@@ -4,7 +4,8 @@ scope's account and livemode here, and nowhere else."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,49 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from meterline.store.fast import compiled
+
+_DEFERRED = "meterline_deferred_inserts"
+
+
+def defer_inserts(conn: Connection, on: bool) -> None:
+    """PostgreSQL: hold back `Repo.insert` statements on this connection and send them in groups
+    (`executemany`, which psycopg pipelines) before the next read, the next statement that needs
+    its result, or `flush_deferred`. A batch of requests then pays one round trip for all its
+    inserts instead of one each. An error of a held-back insert surfaces at the flush."""
+    conn.info[_DEFERRED] = [] if on else None
+
+
+@contextmanager
+def deferred_inserts(conn: Connection, on: bool = True) -> Iterator[None]:
+    """`defer_inserts` for the span of a block (PostgreSQL only; elsewhere a no-op); whatever is
+    still held back when the block fails is dropped with its transaction."""
+    if not on or conn.dialect.name != "postgresql":
+        yield
+        return
+    defer_inserts(conn, True)
+    try:
+        yield
+    finally:
+        defer_inserts(conn, False)
+
+
+def flush_deferred(conn: Connection) -> None:
+    pending = conn.info.get(_DEFERRED)
+    if not pending:
+        return
+    conn.info[_DEFERRED] = []
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        i = 0
+        while i < len(pending):
+            sql = pending[i][0]
+            j = i
+            while j < len(pending) and pending[j][0] == sql:
+                j += 1
+            cur.executemany(sql, [params for _, params in pending[i:j]])
+            i = j
+    finally:
+        cur.close()
 
 
 @dataclass(frozen=True)
@@ -48,8 +92,13 @@ class Repo:
     def _cursor(self) -> Any:
         return self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
+    def flush(self) -> None:
+        """Send the inserts held back by `defer_inserts` (see there)."""
+        flush_deferred(self.conn)
+
     def get(self, table: sa.Table, id: str, *, for_update: bool = False) -> dict[str, Any] | None:
         ct = compiled(table, self.conn.dialect)
+        self.flush()
         cur = self._cursor()
         try:
             cur.execute(
@@ -62,9 +111,11 @@ class Repo:
         return ct.decode(row) if row is not None else None
 
     def first(self, table: sa.Table, *where: Any) -> RowMapping | None:
+        self.flush()
         return self.conn.execute(self.select(table, *where).limit(1)).mappings().first()
 
     def exists(self, table: sa.Table, *where: Any) -> bool:
+        self.flush()
         q = sa.select(sa.literal(1)).select_from(table).where(*self._own(table), *where).limit(1)
         return self.conn.execute(q).first() is not None
 
@@ -89,6 +140,7 @@ class Repo:
         """Insert one row unless its id (or another unique key) is taken; True if inserted.
         Concurrent inserts of one id store it once: PostgreSQL makes the second wait for the
         first to commit and then skips it; SQLite has one writer at a time."""
+        self.flush()
         ct = compiled(table, self.conn.dialect)
         row = {
             **ct.defaults,
@@ -109,6 +161,7 @@ class Repo:
     def update(self, table: sa.Table, id: str, values: dict[str, Any]) -> int:
         if not values:
             return 0
+        self.flush()
         self.wrote = True
         ct = compiled(table, self.conn.dialect)
         names = list(values)
@@ -125,6 +178,7 @@ class Repo:
             cur.close()
 
     def update_where(self, table: sa.Table, where: Sequence[Any], values: dict[str, Any]) -> int:
+        self.flush()
         self.wrote = True
         q = table.update().where(*self._own(table), *where).values(**values)
         return self.conn.execute(q).rowcount
@@ -139,6 +193,7 @@ class Repo:
         ending_before: str | None = None,
     ) -> tuple[list[RowMapping], bool]:
         """Newest first (`created` desc, then insertion order desc), `limit` rows, and has_more."""
+        self.flush()
         c_created, c_seq = table.c.created, table.c.seq
         q = self.select(table, *where)
         cursor_id = starting_after or ending_before
@@ -172,6 +227,7 @@ class Repo:
         unique violation. PostgreSQL: a transaction advisory lock on two 32-bit keys (a space apart
         from the idempotency locks' 64-bit keys; a hash collision only serializes two requests);
         SQLite already runs one writer at a time."""
+        self.flush()
         if self.dialect != "postgresql":
             return
         ns, key = (
