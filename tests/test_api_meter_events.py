@@ -11,9 +11,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 import stripe
-from openapi_check import assert_error, assert_matches
 
 from meterline.store.db import Database
+from openapi_check import assert_error, assert_matches
 
 
 def uid(prefix: str) -> str:

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import stripe
+
 from openapi_check import assert_error, assert_list_of, assert_matches
 
 

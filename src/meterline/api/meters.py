@@ -10,7 +10,7 @@ from meterline.api.app import Call
 from meterline.api.routing import Router
 from meterline.engine.metering import EVENT_TIME_WINDOWS, FORMULAS, MAX_DIMENSION_KEYS
 from meterline.services import meters as svc
-from meterline.wire.errors import invalid
+from meterline.wire.errors import StripeError, invalid
 from meterline.wire.lists import envelope, read_page
 
 _KEY = re.compile(r"\A[^\[\]]{1,100}\Z")
@@ -93,7 +93,60 @@ def list_(call: Call) -> dict[str, Any]:
     return envelope(call.url, [render.meter(r) for r in rows], more)
 
 
+def event_summaries(call: Call) -> dict[str, Any]:
+    from meterline.api.analytics import number
+    from meterline.services import usage
+    from meterline.wire.lists import envelope
+
+    p = call.params
+    page = read_page(p)
+    customer = p.str("customer", required=True, max_len=255)
+    start = p.int("start_time", required=True)
+    end = p.int("end_time", required=True)
+    window = p.enum("value_grouping_window", ("day", "hour"))
+    p.done()
+    mid = call.path["id"]
+    buckets = usage.event_summaries(call.repo, mid, customer, start, end, window)  # type: ignore[arg-type]
+    items = [
+        {
+            "id": f"mtrusg_{b0}",
+            "object": "billing.meter_event_summary",
+            "aggregated_value": number(v),
+            "end_time": b1,
+            "livemode": call.scope.livemode,
+            "meter": mid,
+            "start_time": b0,
+        }
+        for b0, b1, v in reversed(buckets)  # newest first, as every list
+    ]
+    index = {item["id"]: i for i, item in enumerate(items)}
+    cursor = page.starting_after or page.ending_before
+    if cursor is not None and cursor not in index:
+        raise StripeError(
+            404,
+            f"No such meter event summary: {cursor!r}.",
+            code="resource_missing",
+            param="starting_after" if page.starting_after else "ending_before",
+        )
+    if page.starting_after:
+        rest = items[index[page.starting_after] + 1 :]
+        chosen, more = rest[: page.limit], len(rest) > page.limit
+    elif page.ending_before:
+        before = items[: index[page.ending_before]]
+        chosen, more = before[-page.limit :], len(before) > page.limit
+    else:
+        chosen, more = items[: page.limit], len(items) > page.limit
+    return envelope(call.url, chosen, more)
+
+
 def register(router: Router) -> None:
+    router.add(
+        "GET",
+        "/v1/billing/meters/{id}/event_summaries",
+        event_summaries,
+        offload=True,
+        list_of="billing.meter_event_summary",
+    )
     router.add("POST", "/v1/billing/meters", create)
     router.add("GET", "/v1/billing/meters", list_, list_of="billing.meter")
     router.add("GET", "/v1/billing/meters/{id}", retrieve)
