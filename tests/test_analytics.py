@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from meterline.api.analytics import number
 from meterline.engine.aggregate import Event, usage_rows
-from openapi_check import assert_error
+from openapi_check import assert_error, assert_matches
 
 ZONES = [
     "UTC",
@@ -258,7 +258,9 @@ def test_errors(acct):
         err(base + [("meters[0][meter]", m)], 400, "meters[0][meter_id]", "parameter_missing")
 
 
-def test_through_the_sdk_raw_request(acct):
+def test_preview_shape_through_the_sdk_raw_request(acct):
+    """The SDK sends its pinned version (2026-10-28.endive, later than 2025-09-30.preview), so it
+    gets Stripe's renamed shape; the seed's names are refused with a pointer to the new ones."""
     server, key, meters = acct
     client = server.client(key)
     cus = client.v1.customers.create({"name": "sdk"}).id
@@ -273,15 +275,37 @@ def test_through_the_sdk_raw_request(acct):
         "get",
         "/v1/billing/analytics/meter_usage",
         customer=cus,
-        start_time=NOW - DAY,
-        end_time=NOW,
+        starts_at=NOW - DAY,
+        ends_at=NOW,
         value_grouping_window="day",
         timezone="America/New_York",
-        meters=[{"meter_id": meters["sum"], "dimension_group_by_keys": ["model"]}],
+        meters=[{"meter": meters["sum"], "dimension_group_by_keys": ["model"]}],
     )
-    body = client.deserialize(resp, api_mode="V1")
-    rows = [r._to_dict_recursive() for r in body["data"]]
-    assert sum(r["bucket_value"] for r in rows) == 1500
-    assert all(
-        r["dimensions"] == {"model": "gpt-4"} and r["meter_id"] == meters["sum"] for r in rows
+    body = client.deserialize(resp, api_mode="V1")._to_dict_recursive()
+    assert_matches(body, "billing.analytics.meter_usage", spec="preview")
+    rows = body["rows"]["data"]
+    assert sum(r["value"] for r in rows) == 1500
+    assert all(r["dimensions"] == {"model": "gpt-4"} and r["meter"] == meters["sum"] for r in rows)
+    assert (
+        body["rows"]["url"] == "/v1/billing/analytics/meter_usage"
+        and body["rows"]["has_more"] is False
     )
+    with server.http(key) as http:
+        r = http.get(
+            "/v1/billing/analytics/meter_usage",
+            params={"customer": cus, "start_time": NOW - DAY, "end_time": NOW},
+            headers={"Stripe-Version": "2025-09-30.preview"},
+        )
+        assert r.status_code == 400
+        assert_error(r.json(), "invalid_request_error", code="parameter_missing", param="starts_at")
+        seed = http.get(
+            "/v1/billing/analytics/meter_usage",
+            params={
+                "customer": cus,
+                "start_time": NOW - DAY,
+                "end_time": NOW,
+                "meters[0][meter_id]": meters["sum"],
+            },
+            headers={"Stripe-Version": "2025-03-31.basil"},
+        )
+        assert seed.status_code == 200 and seed.json()["data"][0]["bucket_value"] == 1500

@@ -1,5 +1,7 @@
-"""GET /v1/billing/analytics/meter_usage, in the seed's shape (request `start_time`, `end_time`,
-`meters[i][meter_id]`; response `data_refreshed_at` and `data` rows)."""
+"""GET /v1/billing/analytics/meter_usage: the seed's shape (request `start_time`, `end_time`,
+`meters[i][meter_id]`; response `data_refreshed_at` and `data` rows), or, for a request whose
+Stripe-Version is 2025-09-30.preview or later, Stripe's renamed shape (`starts_at`, `ends_at`,
+`meters[i][meter]`; `refreshed_at` and a `rows` list of `starts_at`, `ends_at`, `value`, `meter`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from meterline.api.app import Call
 from meterline.api.routing import Router
 from meterline.engine.buckets import WINDOWS
 from meterline.services import usage as svc
-from meterline.wire.errors import StripeError, invalid
+from meterline.wire.errors import invalid
 
 SEED_PARAMS = {
     "start_param": "start_time",
@@ -26,20 +28,41 @@ def number(v: Decimal) -> int | float:
     return int(v) if v == v.to_integral_value() else float(v)
 
 
-def _meters(call: Call) -> list[svc.MeterQuery] | None:
+PREVIEW_SINCE = "2025-09-30"
+PREVIEW_PARAMS = {
+    "start_param": "starts_at",
+    "end_param": "ends_at",
+    "window_param": "value_grouping_window",
+    "timezone_param": "timezone",
+}
+
+
+def preview_shape(version: str | None) -> bool:
+    """Stripe renamed the request and response in 2025-09-30.preview; a request that names that
+    version or a later one gets the new shape, every other request the seed's."""
+    return version is not None and version[:10] >= PREVIEW_SINCE
+
+
+def _meters(call: Call, meter_key: str) -> list[svc.MeterQuery] | None:
     items = call.params.obj_list("meters", max_items=50)
     if items is None:
         return None
+    other = "meter" if meter_key == "meter_id" else "meter_id"
     out = []
     for m in items:
-        if "meter" in m.data and "meter_id" not in m.data:
+        if other in m.data and meter_key not in m.data:
             raise invalid(
-                m.name("meter_id"),
-                f"Missing required param: {m.name('meter_id')}. This API shape names the meter meter_id; "
-                "meters[i][meter] is the name in the 2025-09-30.preview shape, which is not served yet.",
+                m.name(meter_key),
+                f"Missing required param: {m.name(meter_key)}. With this Stripe-Version the meter is named "
+                f"{meter_key}; {other} belongs to the "
+                + (
+                    "2025-09-30.preview shape."
+                    if other == "meter"
+                    else "earlier shape (start_time, end_time, meter_id)."
+                ),
                 "parameter_missing",
             )
-        meter_id = m.str("meter_id", required=True, max_len=255)
+        meter_id = m.str(meter_key, required=True, max_len=255)
         group_by = tuple(m.str_list("dimension_group_by_keys", max_items=10) or ())
         filters: dict[str, Any] = {}
         for name in ("dimension_filters", "tenant_filters"):
@@ -64,20 +87,28 @@ def _meters(call: Call) -> list[svc.MeterQuery] | None:
 
 def meter_usage(call: Call) -> dict[str, Any]:
     p = call.params
-    if call.api_version >= "2025-09-30" and ("starts_at" in p.data or "ends_at" in p.data):
-        raise StripeError(
-            400,
-            "This meterline release serves the seed shape of meter usage (start_time, end_time, "
-            "meters[i][meter_id]); the 2025-09-30.preview shape is not available yet.",
-            code="parameter_unknown",
-            param="starts_at" if "starts_at" in p.data else "ends_at",
-        )
+    preview = preview_shape(call.api_version)
+    names = PREVIEW_PARAMS if preview else SEED_PARAMS
+    start_name, end_name = names["start_param"], names["end_param"]
+    for wrong, right in (
+        (("start_time", "starts_at"), ("end_time", "ends_at"))
+        if preview
+        else (("starts_at", "start_time"), ("ends_at", "end_time"))
+    ):
+        if wrong in p.data and right not in p.data:
+            raise invalid(
+                right,
+                f"Missing required param: {right}. With Stripe-Version {call.api_version or '(none)'} the range is "
+                f"{start_name}/{end_name}; {wrong} belongs to the other shape (2025-09-30.preview renamed it).",
+                "parameter_missing",
+            )
     customer = p.str("customer", required=True, max_len=255)
-    start = p.int("start_time", required=True)
-    end = p.int("end_time", required=True)
+    start = p.int(start_name, required=True)
+    end = p.int(end_name, required=True)
     tz = p.str("timezone", max_len=64) or "UTC"
     window = p.enum("value_grouping_window", WINDOWS)
-    queries = _meters(call)
+    meter_key = "meter" if preview else "meter_id"
+    queries = _meters(call, meter_key)
     p.done()
     rows = svc.meter_usage(
         call.repo,
@@ -87,12 +118,36 @@ def meter_usage(call: Call) -> dict[str, Any]:
         window,
         tz,
         queries,  # type: ignore[arg-type]
-        param_names=SEED_PARAMS,
-        meter_param="meters[{i}][meter_id]",
+        param_names=names,
+        meter_param="meters[{i}][" + meter_key + "]",
     )
+    now = clock.now()  # raw events are read directly: nothing is pending
+    if preview:
+        return {
+            "object": "billing.analytics.meter_usage",
+            "livemode": call.scope.livemode,
+            "refreshed_at": now,
+            "rows": {
+                "object": "list",
+                "data": [
+                    {
+                        "id": _row_id(customer, r),
+                        "object": "billing.analytics.meter_usage_row",
+                        "dimensions": r.dimensions,
+                        "ends_at": r.bucket_end_time,
+                        "meter": r.meter_id,
+                        "starts_at": r.bucket_start_time,
+                        "value": number(r.bucket_value),
+                    }
+                    for r in rows
+                ],
+                "has_more": False,
+                "url": call.url,
+            },
+        }
     return {
         "object": "billing.analytics.meter_usage",
-        "data_refreshed_at": clock.now(),  # raw events are read directly: nothing is pending
+        "data_refreshed_at": now,
         "livemode": call.scope.livemode,
         "data": [
             {
@@ -106,6 +161,13 @@ def meter_usage(call: Call) -> dict[str, Any]:
             for r in rows
         ],
     }
+
+
+def _row_id(customer: str, r: Any) -> str:
+    import hashlib
+
+    key = f"{customer}|{r.meter_id}|{r.bucket_start_time}|{sorted((r.dimensions or {}).items())}"
+    return "mtrusgrow_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def register(router: Router) -> None:

@@ -59,7 +59,7 @@ class Call:
     url: str
     repo: Repo
     expand: list[str] = field(default_factory=list)
-    api_version: str = DEFAULT_API_VERSION
+    api_version: str | None = None  # the request's Stripe-Version header, if it sent one
     request_id: str = ""
 
     def includes(self, name: str) -> bool:
@@ -81,7 +81,7 @@ class Job:
     method: str
     path: str
     rid: str
-    version: str
+    version: str | None
     key: str | None
     digest: str | None
 
@@ -258,7 +258,7 @@ class MeterlineApp:
             body,
             headers,
             rid,
-            version,
+            headers.get("stripe-version"),  # handlers see what the client asked for
         )
         if route.offload:
             return await anyio.to_thread.run_sync(self._execute, *args)
@@ -347,7 +347,7 @@ class MeterlineApp:
         body: bytes,
         headers: dict[str, str],
         rid: str,
-        version: str,
+        version: str | None,
     ) -> Job:
         """Decode and check what needs no database: a failure here changes nothing."""
         data, pairs = self._decode(method, path, query, body, headers)
@@ -577,7 +577,7 @@ class MeterlineApp:
         scope_: Scope,
         path: str,
         rid: str,
-        version: str,
+        version: str | None,
         repo: Repo,
     ) -> bytes:
         params = Params(data)
