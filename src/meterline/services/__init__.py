@@ -3,7 +3,7 @@ engine's rules, and stores. The only place where business steps are sequenced.
 
 Always true: a service raises `ServiceError` (or the engine's `RuleViolation`) before it writes
 anything it would have to undo, and the caller's transaction makes a failure change nothing.
-May import: engine, store, clock.
+May import: engine, store, clock, ids.
 """
 
 from __future__ import annotations
