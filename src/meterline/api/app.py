@@ -24,6 +24,7 @@ from meterline.engine.errors import RuleViolation
 from meterline.ids import request_id as new_request_id
 from meterline.services import ServiceError, unit
 from meterline.services import accounts as accounts_service
+from meterline.services import meter_event_stream as stream_service
 from meterline.store import idempotency as idem
 from meterline.store.db import Database, ItemSavepoints, is_database_error, is_retryable
 from meterline.store.repo import CursorMissing, Repo, Scope, deferred_inserts, flush_deferred
@@ -40,6 +41,7 @@ MAX_JSON_DEPTH = 32
 MAX_BATCH = 256  # write requests sharing one transaction
 BATCH_ATTEMPTS = 5
 IDEMPOTENCY_TTL = 24 * 3600
+MAX_CACHED_SESSIONS = 10_000  # meter event sessions a worker remembers (pruned of expired ones)
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
 EXPANDABLE_LATER = {
@@ -177,6 +179,7 @@ class MeterlineApp:
         self.router = router
         self.expanders = expanders
         self._keys: dict[str, tuple[str, bool]] = {}
+        self._sessions: dict[str, stream_service.Session] = {}
         self._pending: list[tuple[Job, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterline-writer")
@@ -247,7 +250,7 @@ class MeterlineApp:
                 "docs/api-coverage.md.",
             )
         body = await self._read_body(receive, headers)
-        scope_ = await self._authenticate(headers)
+        scope_ = await self._authenticate(headers, route)
         args = (
             route,
             path_params,
@@ -288,16 +291,57 @@ class MeterlineApp:
         return b"".join(chunks)
 
     # -- auth ------------------------------------------------------------------------------------
-    async def _authenticate(self, headers: dict[str, str]) -> Scope:
+    async def _authenticate(self, headers: dict[str, str], route: Route) -> Scope:
         key = _key_from(headers.get("authorization"))
+        if route.auth == "meter_event_session":
+            return self._session_scope(key)
         found = self._keys.get(key)
         if found is None:
             found = accounts_service.resolve_key(self.db, key)
             if found is None:
                 hint = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:4] + "****"
+                if key.startswith(stream_service.TOKEN_PREFIX):
+                    raise StripeError(
+                        401,
+                        f"Invalid API Key provided: {hint}. A meter event session's "
+                        "authentication_token works only for POST /v2/billing/meter_event_stream; "
+                        "use a secret key here.",
+                        headers=_CHALLENGE,
+                    )
                 raise StripeError(401, f"Invalid API Key provided: {hint}", headers=_CHALLENGE)
             self._keys[key] = found
         return Scope(found[0], found[1])
+
+    def _session_scope(self, token: str) -> Scope:
+        """The stream authenticates with a meter event session's token, not a secret key. A
+        session never changes once made, so a worker keeps the ones it has seen until they
+        expire."""
+        session = self._sessions.get(token)
+        if session is None:
+            session = stream_service.find_session(self.db, token)
+            if session is None:
+                raise StripeError(
+                    401,
+                    "Invalid meter event session token. POST /v2/billing/meter_event_stream takes "
+                    "the authentication_token of a session made with POST "
+                    "/v2/billing/meter_event_session (a secret key does not work here).",
+                    headers=_SESSION_CHALLENGE,
+                )
+            if len(self._sessions) >= MAX_CACHED_SESSIONS:
+                now = clock.now()
+                self._sessions = {t: s for t, s in self._sessions.items() if s.expires_at > now}
+            self._sessions[token] = session
+        if session.expires_at <= clock.now():
+            self._sessions.pop(token, None)
+            raise StripeError(
+                401,
+                "The meter event session has expired (sessions last 15 minutes). Create a new one "
+                "with POST /v2/billing/meter_event_session.",
+                type="temporary_session_expired",
+                code="billing_meter_event_session_expired",
+                headers=_SESSION_CHALLENGE,
+            )
+        return Scope(session.account_id, session.livemode)
 
     # -- one request, in a worker thread ------------------------------------------------------
     def _decode(
@@ -351,7 +395,7 @@ class MeterlineApp:
     ) -> Job:
         """Decode and check what needs no database: a failure here changes nothing."""
         data, pairs = self._decode(method, path, query, body, headers)
-        key = headers.get("idempotency-key") if method == "POST" else None
+        key = headers.get("idempotency-key") if method == "POST" and route.idempotent else None
         digest = None
         if key:
             if len(key) > 255:
@@ -608,6 +652,7 @@ class MeterlineApp:
 # A 401 must name a scheme (RFC 9110); clients that send Basic credentials only when
 # challenged (e.g. .NET's HttpClient with Credentials) need it.
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="meterline"'}
+_SESSION_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="meterline"'}
 
 
 def _depth(v: Any, level: int = 1) -> int:

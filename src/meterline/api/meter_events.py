@@ -1,5 +1,6 @@
 """Meter events and adjustments: /v1/billing/meter_events, /v2/billing/meter_events,
-/v1/billing/meter_event_adjustments and /v2/billing/meter_event_adjustments."""
+/v1/billing/meter_event_adjustments and /v2/billing/meter_event_adjustments; and the v2 stream:
+/v2/billing/meter_event_session and /v2/billing/meter_event_stream."""
 
 from __future__ import annotations
 
@@ -10,23 +11,25 @@ from meterline.api import render
 from meterline.api.app import Call
 from meterline.api.routing import Router
 from meterline.engine.metering import MAX_IDENTIFIER
+from meterline.services import meter_event_stream as stream_svc
 from meterline.services import meter_events as svc
-from meterline.wire.errors import invalid
+from meterline.wire.errors import invalid, missing
 from meterline.wire.params import Params
 
 
 def _payload(p: Params) -> dict[str, str]:
+    name = p.name("payload")
     raw = p.raw("payload")
     if raw is None or raw == "":
-        raise invalid("payload", "Missing required param: payload.", "parameter_missing")
+        raise invalid(name, f"Missing required param: {name}.", "parameter_missing")
     if not isinstance(raw, dict):
-        raise invalid("payload", "payload must be a hash of strings, e.g. payload[value]=25.")
+        raise invalid(name, f"{name} must be a hash of strings, e.g. {name}[value]=25.")
     out: dict[str, str] = {}
     for k, v in raw.items():
         if not isinstance(v, str):
             raise invalid(
-                f"payload[{k}]",
-                f'payload[{k}] must be a string (send numbers as strings, e.g. "25").',
+                f"{name}[{k}]",
+                f'{name}[{k}] must be a string (send numbers as strings, e.g. "25").',
             )
         out[k] = v
     return out
@@ -50,7 +53,7 @@ def _input(p: Params, *, v2: bool) -> svc.EventInput:
     identifier = p.str("identifier", max_len=MAX_IDENTIFIER)
     if v2:
         raw_ts = p.str("timestamp", max_len=64)
-        ts = _rfc3339(raw_ts, "timestamp") if raw_ts is not None else None
+        ts = _rfc3339(raw_ts, p.name("timestamp")) if raw_ts is not None else None
     else:
         ts = p.int("timestamp")
     p.done()
@@ -105,8 +108,54 @@ def adjust_v2(call: Call) -> dict[str, Any]:
     }
 
 
+def create_session(call: Call) -> dict[str, Any]:
+    call.params.done()
+    row = stream_svc.create_session(call.repo)
+    return {
+        "id": row["id"],
+        "object": "v2.billing.meter_event_session",
+        "authentication_token": row["authentication_token"],
+        "created": render.rfc3339(row["created"]),
+        "expires_at": render.rfc3339(row["expires_at"]),
+        "livemode": row["livemode"],
+    }
+
+
+def stream(call: Call) -> dict[str, Any]:
+    """The request's shape is checked at once (400, nothing stored); the events' meaning is
+    validated event by event, and the invalid ones go to error reports (Stripe validates the
+    stream asynchronously, so the answer never depends on them)."""
+    p = call.params
+    raw = p.raw("events")
+    if raw is None:
+        raise missing("events")
+    if not isinstance(raw, list):
+        raise invalid("events", "events must be an array of meter events.")
+    if len(raw) > stream_svc.MAX_EVENTS:
+        raise invalid(
+            "events",
+            f"A stream request takes at most {stream_svc.MAX_EVENTS} events (got {len(raw)}); "
+            "send the rest in further requests.",
+        )
+    events = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise invalid(
+                f"events[{i}]",
+                f"events[{i}] must be an object with event_name, payload, and optionally "
+                "identifier and timestamp.",
+            )
+        events.append(_input(Params(item, f"events[{i}]"), v2=True))
+    p.done()
+    stream_svc.record_stream(call.repo, events, call.request_id)
+    return {}
+
+
 def register(router: Router) -> None:
     router.add("POST", "/v1/billing/meter_events", create_v1)
     router.add("POST", "/v2/billing/meter_events", create_v2)
     router.add("POST", "/v1/billing/meter_event_adjustments", adjust_v1)
     router.add("POST", "/v2/billing/meter_event_adjustments", adjust_v2)
+    # The response carries the token in clear: never stored for idempotent replay.
+    router.add("POST", "/v2/billing/meter_event_session", create_session, idempotent=False)
+    router.add("POST", "/v2/billing/meter_event_stream", stream, auth="meter_event_session")

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+AUTH_KINDS = ("secret_key", "meter_event_session")
+
 
 @dataclass(frozen=True)
 class Route:
@@ -17,6 +19,8 @@ class Route:
     offload: bool
     list_of: str | None
     regex: re.Pattern[str]
+    auth: str = "secret_key"
+    idempotent: bool = True
 
 
 def compile_path(path: str) -> re.Pattern[str]:
@@ -39,9 +43,17 @@ class Router:
         write: bool | None = None,
         offload: bool = False,
         list_of: str | None = None,
+        auth: str = "secret_key",
+        idempotent: bool = True,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
-        `list_of` names the object type a list route returns (for checking `expand[]`)."""
+        `list_of` names the object type a list route returns (for checking `expand[]`);
+        `auth` says what the Authorization header carries: a secret key, or
+        (`"meter_event_session"`) a meter event session's authentication token;
+        `idempotent=False` ignores `Idempotency-Key` (neither replays nor stores the response:
+        for responses that carry a secret)."""
+        if auth not in AUTH_KINDS:
+            raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
             method,
             path,
@@ -50,6 +62,8 @@ class Router:
             offload,
             list_of,
             compile_path(path),
+            auth,
+            idempotent,
         )
         if "{" in path:
             self.dynamic.append(route)

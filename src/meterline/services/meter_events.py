@@ -30,11 +30,37 @@ class EventInput:
     timestamp: int | None
 
 
-def record(repo: Repo, ev: EventInput, *, param_prefix: str = "") -> dict[str, Any]:
+class Lookups:
+    """Meters by event name and customers by id, each read once for a request that records many
+    events (the stream); they do not change within the request's transaction."""
+
+    def __init__(self) -> None:
+        self.meters: dict[str, dict[str, Any] | None] = {}
+        self.customers: dict[str, dict[str, Any] | None] = {}
+
+    def meter(self, repo: Repo, event_name: str) -> dict[str, Any] | None:
+        if event_name not in self.meters:
+            self.meters[event_name] = meters_service.by_event_name(repo, event_name)
+        return self.meters[event_name]
+
+    def customer(self, repo: Repo, customer_id: str) -> dict[str, Any] | None:
+        if customer_id not in self.customers:
+            self.customers[customer_id] = repo.get(customers, customer_id)
+        return self.customers[customer_id]
+
+
+def record(
+    repo: Repo, ev: EventInput, *, param_prefix: str = "", lookups: Lookups | None = None
+) -> dict[str, Any]:
     """Validate and store one event; returns the stored row. Raises ServiceError/RuleViolation
-    with Stripe's meter event error codes."""
+    with Stripe's meter event error codes, before writing anything (a duplicate identifier is
+    found by insert-if-absent, which writes nothing)."""
     p = param_prefix
-    meter = meters_service.by_event_name(repo, ev.event_name)
+    meter = (
+        lookups.meter(repo, ev.event_name)
+        if lookups is not None
+        else meters_service.by_event_name(repo, ev.event_name)
+    )
     if meter is None:
         raise ServiceError(
             400,
@@ -59,7 +85,11 @@ def record(repo: Repo, ev: EventInput, *, param_prefix: str = "") -> dict[str, A
             code="meter_event_no_customer_defined",
             param=f"{p}payload[{ckey}]",
         )
-    cust = repo.get(customers, customer_id)
+    cust = (
+        lookups.customer(repo, customer_id)
+        if lookups is not None
+        else repo.get(customers, customer_id)
+    )
     if cust is None or cust["deleted"]:
         raise ServiceError(
             400,
@@ -153,4 +183,4 @@ def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[
     return row
 
 
-__all__ = ["EventInput", "RuleViolation", "cancel", "record"]
+__all__ = ["EventInput", "Lookups", "RuleViolation", "cancel", "record"]

@@ -159,3 +159,25 @@ meter_events = _owned(
         ),
     ),
 )
+
+# v2 meter event stream sessions. Only the SHA-256 digest of the authentication token is stored;
+# the token is looked up by digest, before the account is known.
+meter_event_sessions = _owned(
+    "meter_event_sessions",
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    indexes=(sa.Index("uq_meter_event_sessions_token", "token_hash", unique=True),),
+)
+
+# Events of a stream request that failed validation, per request and meter (`meter` is null for
+# events naming no meter): counts per error code and up to 5 sample errors per code, to be sent as
+# `v1.billing.meter.error_report_triggered` (or `v1.billing.meter.no_meter_found`).
+meter_event_error_reports = _owned(
+    "meter_event_error_reports",
+    sa.Column("meter", sa.String(255)),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+    sa.Column("samples", sa.JSON, nullable=False),
+    sa.Column("validation_start", sa.BigInteger, nullable=False),
+    sa.Column("validation_end", sa.BigInteger, nullable=False),
+)
