@@ -41,8 +41,11 @@ test-long: install
 	METERLINE_LONG=1 $(BIN)/python -m pytest -q --db=sqlite
 	METERLINE_LONG=1 METERLINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest -q --db=postgresql
 
+# HTTP benchmarks (about 6 minutes), then analytics on a generated 10M-event store (about 13).
 bench: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/metering.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -226,7 +226,7 @@ def _account_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _scope(db: Database, api_key: str | None, account_id: str | None, live: bool) -> Scope:
     """The account and mode a command acts on: a key's, an account's, or the default account's."""
-    from meterline.services import accounts, imports
+    from meterline.services import accounts
 
     if api_key and account_id:
         raise click.UsageError("Give either --api-key or --account, not both.")
@@ -250,12 +250,12 @@ def _scope(db: Database, api_key: str | None, account_id: str | None, live: bool
             )
         return Scope(account, livemode)
     if account_id:
-        if not imports.account_exists(db, account_id):
+        if not accounts.account_exists(db, account_id):
             raise click.BadParameter(
                 f"No account {account_id!r} in this database.", param_hint="--account"
             )
         return Scope(account_id, live)
-    account = imports.default_account(db)
+    account = accounts.default_account(db)
     if account is None:
         raise click.ClickException(
             "This database has no account yet: run `meterline serve` once, or "

@@ -79,6 +79,16 @@ def create_key(
     return acct, key
 
 
+def default_account(db: Database) -> str | None:
+    with db.read() as conn:
+        return store.default_account(conn)
+
+
+def account_exists(db: Database, account_id: str) -> bool:
+    with db.read() as conn:
+        return store.account_exists(conn, account_id)
+
+
 def resolve_key(db: Database, key: str) -> tuple[str, bool] | None:
     with db.read() as conn:
         return store.find_key(conn, key)

@@ -33,10 +33,8 @@ from meterline.engine.errors import RuleViolation
 from meterline.engine.metering import MAX_IDENTIFIER
 from meterline.services import ServiceError, unit
 from meterline.services.meter_events import EventInput, record
-from meterline.store.accounts import default_account as _default_account
 from meterline.store.db import Database, ItemSavepoints, is_database_error, is_retryable
 from meterline.store.repo import Scope
-from meterline.store.tables import accounts
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 MALFORMED = "malformed"
@@ -112,17 +110,6 @@ class Summary:
 
 
 # -- which account --------------------------------------------------------------------------------
-
-
-def default_account(db: Database) -> str | None:
-    with db.read() as conn:
-        return _default_account(conn)
-
-
-def account_exists(db: Database, account_id: str) -> bool:
-    with db.read() as conn:
-        q = sa.select(accounts.c.id).where(accounts.c.id == account_id)
-        return conn.execute(q).first() is not None
 
 
 # -- reading --------------------------------------------------------------------------------------

@@ -22,6 +22,13 @@ def default_account(conn: Connection) -> str | None:
     return row[0] if row else None
 
 
+def account_exists(conn: Connection, account_id: str) -> bool:
+    return (
+        conn.execute(sa.select(accounts.c.id).where(accounts.c.id == account_id)).first()
+        is not None
+    )
+
+
 def create_account(conn: Connection, account_id: str, now: int, *, is_default: bool) -> None:
     conn.execute(accounts.insert().values(id=account_id, created=now, is_default=is_default))
 
