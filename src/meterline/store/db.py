@@ -74,6 +74,8 @@ def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
         return engine
     return sa.create_engine(
         url,
+        # No automatic prepared statements: see store/fast.py (POINT).
+        connect_args={"prepare_threshold": None},
         pool_size=10,
         max_overflow=40,
         pool_pre_ping=False,

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from meterline.store.fast import compiled
+from meterline.store.fast import POINT, compiled
 
 _DEFERRED = "meterline_deferred_inserts"
 
@@ -104,6 +104,7 @@ class Repo:
             cur.execute(
                 ct.get_for_update_sql if for_update else ct.get_sql,
                 (self.scope.account_id, self.scope.livemode, id),
+                **POINT[self.dialect],
             )
             row = cur.fetchone()
         finally:
@@ -131,7 +132,7 @@ class Repo:
         }
         cur = self._cursor()
         try:
-            cur.execute(ct.insert_sql, ct.insert_params(row))
+            cur.execute(ct.insert_sql, ct.insert_params(row), **POINT[self.dialect])
         finally:
             cur.close()
         return row
@@ -150,7 +151,7 @@ class Repo:
         }
         cur = self._cursor()
         try:
-            cur.execute(ct.insert_ignore_sql, ct.insert_params(row))
+            cur.execute(ct.insert_ignore_sql, ct.insert_params(row), **POINT[self.dialect])
             inserted = cur.rowcount == 1
         finally:
             cur.close()
@@ -172,7 +173,7 @@ class Repo:
         ]
         cur = self._cursor()
         try:
-            cur.execute(ct.update_sql(names), params)
+            cur.execute(ct.update_sql(names), params, **POINT[self.dialect])
             return cur.rowcount
         finally:
             cur.close()
