@@ -74,8 +74,9 @@ def make_engine(url: str, *, autocheckpoint: bool = True) -> Engine:
         return engine
     return sa.create_engine(
         url,
-        # No automatic prepared statements: see store/fast.py (POINT).
-        connect_args={"prepare_threshold": None},
+        # No automatic prepared statements: see store/fast.py (POINT). (`None` would disable even
+        # the explicit ones, so the threshold is set out of reach instead.)
+        connect_args={"prepare_threshold": 2**31 - 1},
         pool_size=10,
         max_overflow=40,
         pool_pre_ping=False,

@@ -107,7 +107,7 @@ class CompiledTable:
         return f"UPDATE {self.name} SET {sets} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
 
 
-# PostgreSQL connections prepare nothing on their own (`prepare_threshold=None` in db.py): a
+# PostgreSQL connections prepare nothing on their own (the threshold in db.py is out of reach): a
 # generic plan made while a table was small is kept as it grows, so only statements whose plan
 # cannot go wrong (by primary or unique key, and inserts) are prepared, here, explicitly.
 POINT = {"postgresql": {"prepare": True}, "sqlite": {}}
