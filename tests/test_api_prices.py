@@ -7,38 +7,13 @@ refusal against the error envelope, and after a refusal the product's price list
 
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-import stripe
 
 from openapi_check import assert_error, assert_list_of, assert_matches
-
-INF_TIERS = [{"up_to": 1000, "unit_amount": 10}, {"up_to": "inf", "unit_amount": 5}]
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(6)}"
-
-
-def refused(
-    call, status: int, code: str, param: str | None, type_: str = "invalid_request_error"
-) -> dict:
-    """Run call(); expect the SDK to raise for `status` with a valid error envelope."""
-    with pytest.raises(stripe.StripeError) as ei:
-        call()
-    e = ei.value
-    assert e.http_status == status, e.json_body
-    assert_error(e.json_body, type_, code, param)
-    return e.json_body["error"]
-
-
-def as_dict(obj) -> dict:
-    # The SDK hydrates *_decimal strings into Decimal; for_json=True turns them back into the
-    # strings that came over the wire (a number sent by the server would stay a number and fail).
-    return obj._to_dict_recursive(for_json=True)
+from sdk_helpers import INF_TIERS, as_dict, refused, uid
 
 
 def checked(obj, schema: str = "price") -> dict:
