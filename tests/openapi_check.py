@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -70,9 +71,30 @@ _TYPES = {
 
 
 def shared_dir() -> Path:
-    """$METERLINE_SHARED_DIR, else ``shared/`` beside the repository holding this file."""
+    """$METERLINE_SHARED_DIR, else ``shared/`` beside the repository holding this file, else
+    ``shared/`` beside the repository this one was cloned from (a clone made elsewhere, such as
+    ``git clone . $(mktemp -d)``, still finds the reference material)."""
     env = os.environ.get("METERLINE_SHARED_DIR")
-    return Path(env) if env else Path(os.path.abspath(__file__)).parent.parent.parent / "shared"
+    if env:
+        return Path(env)
+    repo = Path(os.path.abspath(__file__)).parent.parent
+    beside = repo.parent / "shared"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and Path(origin).is_dir():
+        candidate = Path(origin).resolve().parent / "shared"
+        if candidate.is_dir():
+            return candidate
+    return beside
 
 
 @cache
