@@ -571,6 +571,19 @@ def bare_phase(settings: Settings) -> list[Row]:
     return rows
 
 
+def measure_ops(settings, server, name, ops, targets, api_key, label_prefix, rows) -> None:
+    """Measure each operation in turn into `rows`; stop early if the server died."""
+    for op in ops:
+        label = f"{label_prefix}-{op.split('.')[1]}"
+        try:
+            rows.append(measure(settings, server, name, op, targets[op], api_key, label))
+        except PhaseError as exc:
+            print(f"  FAILED: {exc}", flush=True)
+            rows.append(Row(name, op, failure=str(exc)))
+            if not server.alive():
+                break
+
+
 def meterline_phase(settings: Settings, database: str, api_key: str, info: dict) -> list[Row]:
     log = OUT / f"meterline-{database}.log"
     log.write_text("")
@@ -655,15 +668,7 @@ def meterline_phase(settings: Settings, database: str, api_key: str, info: dict)
             "customers.retrieve": f"{base}/v1/customers/{customer_id}",
             "customers.create": f"{base}/v1/customers",
         }
-        for op in ops:
-            label = f"{database}-{op.split('.')[1]}"
-            try:
-                rows.append(measure(settings, server, database, op, targets[op], api_key, label))
-            except PhaseError as exc:
-                print(f"  FAILED: {exc}", flush=True)
-                rows.append(Row(database, op, failure=str(exc)))
-                if not server.alive():
-                    break
+        measure_ops(settings, server, database, ops, targets, api_key, database, rows)
     except (PhaseError, subprocess.TimeoutExpired, OSError, http.client.HTTPException) as exc:
         print(f"  FAILED: {exc}", flush=True)
         done = {r.operation for r in rows}
@@ -720,15 +725,7 @@ def floor_phase(settings: Settings, database: str, info: dict) -> list[Row]:
             "customers.retrieve": f"{base}/v1/customers/{FLOOR_SEED_ID}",
             "customers.create": f"{base}/v1/customers",
         }
-        for op in ops:
-            label = f"floor-{database}-{op.split('.')[1]}"
-            try:
-                rows.append(measure(settings, server, name, op, targets[op], None, label))
-            except PhaseError as exc:
-                print(f"  FAILED: {exc}", flush=True)
-                rows.append(Row(name, op, failure=str(exc)))
-                if not server.alive():
-                    break
+        measure_ops(settings, server, name, ops, targets, None, f"floor-{database}", rows)
     except (PhaseError, subprocess.TimeoutExpired, OSError, http.client.HTTPException) as exc:
         print(f"  FAILED: {exc}", flush=True)
         done = {r.operation for r in rows}
