@@ -41,11 +41,13 @@ test-long: install
 	METERLINE_LONG=1 $(BIN)/python -m pytest -q --db=sqlite
 	METERLINE_LONG=1 METERLINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest -q --db=postgresql
 
-# HTTP benchmarks (about 6 minutes), then analytics on a generated 10M-event store (about 13).
+# HTTP benchmarks (about 6 minutes), then analytics on a generated 10M-event store (about 13),
+# then meter event ingest over HTTP (v2 stream, v1) against the raw insert rate (about 6).
 bench: install
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/metering.py
+	$(BIN)/python bench/ingest.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
