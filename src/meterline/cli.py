@@ -1,4 +1,4 @@
-"""The `meterline` command: serve, migrate, keys, import, usage."""
+"""The `meterline` command: serve, migrate, keys, import, usage, rollups."""
 
 from __future__ import annotations
 
@@ -88,13 +88,28 @@ def main() -> None:
     "Also read from METERLINE_API_KEY. Without one, a key is created and printed when none exists.",
 )
 @click.option(
+    "--rollup-interval",
+    envvar="METERLINE_ROLLUP_INTERVAL",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between folds of new meter events into the usage rollups, in each worker "
+    "(0: never; answers stay exact either way, from the raw events the rollups lack).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def serve(
-    host: str, port: int, database_url: str, workers: int, api_key: str | None, log_level: str
+    host: str,
+    port: int,
+    database_url: str,
+    workers: int,
+    api_key: str | None,
+    rollup_interval: float,
+    log_level: str,
 ) -> None:
     """Apply the migrations and serve Stripe's API over HTTP."""
     import uvicorn
@@ -128,6 +143,7 @@ def serve(
     click.echo(f'Try: curl {base}/v1/customers -u "<secret key>:"')
     sys.stdout.flush()
     os.environ["METERLINE_DATABASE_URL"] = database_url
+    os.environ["METERLINE_ROLLUP_INTERVAL"] = str(rollup_interval)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -187,6 +203,76 @@ def keys_create(database_url: str, new_account: bool, live: bool) -> None:
         f"New {'live' if live else 'test'}-mode secret key for account {account}{' (new account)' if new_account else ''}:"
     )
     click.echo(key)
+
+
+# -- usage rollups -----------------------------------------------------------------------------
+
+
+@main.group()
+def rollups() -> None:
+    """Usage rollups: per-customer quarter-hour and hour cells that analytics and invoices read.
+
+    They are derived from the raw meter events, which stay the source of truth; every server
+    worker folds new events into them about once a second (`serve --rollup-interval`).
+    """
+
+
+@rollups.command("rebuild")
+@DB_OPTION
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def rollups_rebuild(database_url: str, no_progress: bool) -> None:
+    """Drop every rollup cell and build them again from the raw meter events.
+
+    One transaction: answers use the old cells until it commits (they are exact either way).
+    On SQLite it holds the write lock, so ingestion waits; on PostgreSQL it goes on.
+    """
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from meterline.services import rollups as rollups_service
+
+    db = _open(database_url)
+    _migrate(db)
+    started = time.monotonic()
+    with Progress(
+        TextColumn("[bold]rebuilding rollups"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeRemainingColumn(),
+        disable=no_progress or not sys.stdout.isatty(),
+    ) as progress:
+        task = progress.add_task("rebuild", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        with _database_errors(db):
+            n = rollups_service.rebuild(db, progress=on_progress)
+    db.dispose()
+    seconds = time.monotonic() - started
+    click.echo(f"Rebuilt the rollups from {n:,} events in {seconds:.1f} s.")
+
+
+@rollups.command("build")
+@DB_OPTION
+def rollups_build(database_url: str) -> None:
+    """Fold the events the rollups lack (what the server does every second)."""
+    from meterline.services import rollups as rollups_service
+
+    db = _open(database_url)
+    _migrate(db)
+    with _database_errors(db):
+        n = rollups_service.catch_up(db)
+    db.dispose()
+    click.echo(f"Folded {n:,} events into the rollups.")
 
 
 # -- meter events from a file, and usage -------------------------------------------------------

@@ -25,6 +25,7 @@ from meterline.ids import request_id as new_request_id
 from meterline.services import ServiceError, unit
 from meterline.services import accounts as accounts_service
 from meterline.services import meter_event_stream as stream_service
+from meterline.services import rollups as rollups_service
 from meterline.store import idempotency as idem
 from meterline.store.db import Database, ItemSavepoints, is_database_error, is_retryable
 from meterline.store.repo import CursorMissing, Repo, Scope, deferred_inserts, flush_deferred
@@ -173,7 +174,12 @@ def to_stripe_error(exc: Exception) -> StripeError | None:
 
 class MeterlineApp:
     def __init__(
-        self, db: Database, router: Router, expanders: dict[tuple[str, str], Resolver]
+        self,
+        db: Database,
+        router: Router,
+        expanders: dict[tuple[str, str], Resolver],
+        *,
+        rollup_interval: float = 0.0,
     ) -> None:
         self.db = db
         self.router = router
@@ -183,6 +189,9 @@ class MeterlineApp:
         self._pending: list[tuple[Job, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterline-writer")
+        # Seconds between rollup folds in this worker (0: none); see services.rollups.
+        self.rollup_interval = rollup_interval
+        self._builder: rollups_service.Builder | None = None
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -191,8 +200,13 @@ class MeterlineApp:
                 msg = await receive()
                 if msg["type"] == "lifespan.startup":
                     self.db.start_checkpointer()
+                    if self.rollup_interval > 0:
+                        self._builder = rollups_service.Builder(self.db, self.rollup_interval)
+                        self._builder.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
+                    if self._builder is not None:
+                        self._builder.stop()
                     self._writer.shutdown(wait=True)
                     self.db.dispose()
                     await send({"type": "lifespan.shutdown.complete"})

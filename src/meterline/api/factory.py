@@ -12,7 +12,9 @@ from meterline.store.db import DEFAULT_URL, Database
 MODULES = (customers, catalog, meters, meter_events, analytics)
 
 
-def build_app(database_url: str, *, background_checkpoint: bool = True) -> MeterlineApp:
+def build_app(
+    database_url: str, *, background_checkpoint: bool = True, rollup_interval: float = 0.0
+) -> MeterlineApp:
     router = Router()
     expanders = {}
     for module in MODULES:
@@ -20,10 +22,16 @@ def build_app(database_url: str, *, background_checkpoint: bool = True) -> Meter
         if hasattr(module, "expanders"):
             expanders.update(module.expanders())
     return MeterlineApp(
-        Database(database_url, background_checkpoint=background_checkpoint), router, expanders
+        Database(database_url, background_checkpoint=background_checkpoint),
+        router,
+        expanders,
+        rollup_interval=rollup_interval,
     )
 
 
 def create_app() -> MeterlineApp:
     """The uvicorn factory: each worker process builds its own app from the environment."""
-    return build_app(os.environ.get("METERLINE_DATABASE_URL", DEFAULT_URL))
+    return build_app(
+        os.environ.get("METERLINE_DATABASE_URL", DEFAULT_URL),
+        rollup_interval=float(os.environ.get("METERLINE_ROLLUP_INTERVAL", "1")),
+    )

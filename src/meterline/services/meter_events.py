@@ -18,6 +18,7 @@ from meterline.engine.errors import RuleViolation
 from meterline.ids import random_token
 from meterline.services import ServiceError
 from meterline.services import meters as meters_service
+from meterline.store import rollups as rollup_store
 from meterline.store.repo import Repo
 from meterline.store.tables import customers, meter_events
 
@@ -143,6 +144,9 @@ def record(
         payload=ev.payload,
         cancelled_at=None,
     )
+    if not repo.ingest_locked:
+        rollup_store.hold_ingest_lock(repo.conn)
+        repo.ingest_locked = True
     if not repo.insert_unless_exists(meter_events, row):
         raise ServiceError(
             400,
@@ -180,6 +184,11 @@ def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[
             param=param,
         )
     repo.update(meter_events, identifier, {"cancelled_at": now})
+    meter = meters_service.get(repo, row["meter"])
+    if not meter["event_time_window"]:
+        # The rollup cells holding it are recomputed by the builder; queries read them raw
+        # until then.
+        rollup_store.queue_cancel(repo, row["customer"], row["meter"], row["timestamp"], row["seq"])
     return row
 
 

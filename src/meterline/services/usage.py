@@ -1,37 +1,46 @@
-"""Meter usage: the analytics answer and event summaries, from stored events.
+"""Meter usage: the analytics answer and event summaries, from rollups and raw events.
 
-The answer is assembled in one pass: each event is placed in its local-time bucket by bisection
-and folded into a mergeable partial (`engine.aggregate`), per meter, group and bucket. The
-brute-force oracle (`engine.aggregate.usage_rows`) is what tests compare this with.
-Always true: cancelled events count nowhere; for meters with an `event_time_window`, only the
-most recently received event per customer and UTC hour or day counts.
+`collect` covers the local-time buckets with the coarsest rollup cells that fit wholly inside
+them (hours, then quarter hours; `engine.rollups.plan`), reads the uncovered edges and the cells
+touched by queued cancellations from raw events, and adds the raw events above the rollup
+watermark, all in one snapshot; each event or cell is folded into a mergeable partial per meter,
+group and bucket. The brute-force oracle (`engine.aggregate.usage_rows`) is what tests compare
+this with.
+Always true: every counting event is folded exactly once, whether the builder has folded it or
+not; cancelled events count nowhere; for meters with an `event_time_window`, only the most
+recently received event per customer and UTC hour or day counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
+import orjson
 
 from meterline.engine.aggregate import (
     EMPTY,
+    ZERO,
     Event,
     Partial,
     Row,
     finish,
     matches,
     merge,
-    partial_of,
     row_sort_key,
 )
-from meterline.engine.buckets import bucket_bounds, bucket_index
+from meterline.engine.buckets import bucket_bounds
 from meterline.engine.metering import window_start
+from meterline.engine.rollups import RESOLUTIONS, cell_start, covers, merge_spans, plan
 from meterline.services import ServiceError, not_found
 from meterline.services import meters as meters_service
+from meterline.store import rollups as rollup_store
 from meterline.store.repo import Repo
-from meterline.store.tables import customers, meter_events, meters
+from meterline.store.tables import customers, meters
 
 
 @dataclass(frozen=True)
@@ -41,96 +50,214 @@ class MeterQuery:
     filters: Mapping[str, str | Sequence[str]] | None = None
 
 
-def load_events(
-    repo: Repo, customer: str, meter_ids: Sequence[str], start: int, end: int
-) -> dict[str, list[Event]]:
-    """The customer's counting events of these meters in [start, end), per meter."""
-    out: dict[str, list[Event]] = {m: [] for m in meter_ids}
-    if not meter_ids:
-        return out
-    t = meter_events.c
-    q = repo.select(
-        meter_events,
-        t.customer == customer,
-        t.meter.in_(list(meter_ids)),
-        t.timestamp >= start,
-        t.timestamp < end,
-        t.cancelled_at.is_(None),
-    ).with_only_columns(t.meter, t.timestamp, t.value, t.seq, t.payload)
-    for m, ts, value, seq, payload in repo.conn.execute(q):
-        out[m].append(Event(ts, value, seq, payload))
-    windows = {
-        r["id"]: r["event_time_window"]
-        for r in (repo.get(meters, m) for m in meter_ids)
-        if r is not None and r["event_time_window"]
-    }
-    for m, w in windows.items():
-        latest: dict[int, Event] = {}
-        for e in out[m]:
-            k = window_start(e.timestamp, w)
-            if k not in latest or e.seq > latest[k].seq:
-                latest[k] = e
-        out[m] = sorted(latest.values(), key=lambda e: e.seq)
-    return out
+@dataclass(frozen=True)
+class MeterInfo:
+    id: str
+    formula: str
+    keys: tuple[str, ...]  # the declared dimension keys, sorted (the order of rollup `dims`)
+    window: str | None
 
 
-def meters_with_usage(repo: Repo, customer: str, start: int, end: int) -> list[str]:
-    t = meter_events.c
-    q = (
-        sa.select(t.meter)
-        .where(
-            t.account_id == repo.scope.account_id,
-            t.livemode == repo.scope.livemode,
-            t.customer == customer,
-            t.timestamp >= start,
-            t.timestamp < end,
-            t.cancelled_at.is_(None),
-        )
-        .distinct()
+def meter_info(row: Mapping[str, Any]) -> MeterInfo:
+    return MeterInfo(
+        row["id"],
+        row["formula"],
+        tuple(sorted(row["dimension_payload_keys"] or [])),
+        row["event_time_window"],
     )
-    return sorted(r[0] for r in repo.conn.execute(q))
+
+
+class _Acc:
+    """Partials per meter, bucket and group, and the group keys and filters of each meter."""
+
+    def __init__(
+        self,
+        metas: Mapping[str, MeterInfo],
+        bounds: list[tuple[int, int]],
+        queries: Mapping[str, MeterQuery],
+    ) -> None:
+        self.bounds = bounds
+        self.starts = [b[0] for b in bounds]
+        self.end = bounds[-1][1] if bounds else 0
+        self.parts: dict[str, dict[tuple[int, tuple[str | None, ...]], Partial]] = {
+            m: {} for m in metas
+        }
+        self.group: dict[str, list[str]] = {}
+        self.filters: dict[str, Mapping[str, str | Sequence[str]]] = {}
+        for m in metas:
+            q = queries.get(m) or MeterQuery(m)
+            self.group[m] = sorted(set(q.group_by))
+            self.filters[m] = q.filters or {}
+        self._dims_cache: dict[tuple[str, str], tuple[str | None, ...] | None] = {}
+
+    def _index(self, ts: int) -> int | None:
+        if not self.starts or ts < self.starts[0] or ts >= self.end:
+            return None
+        return bisect_right(self.starts, ts) - 1
+
+    def _group_of(self, meter: str, dims: Mapping[str, Any]) -> tuple[str | None, ...] | None:
+        wanted = self.filters[meter]
+        if wanted and not matches(Event(0, ZERO, 0, dims), wanted):
+            return None
+        return tuple(dims.get(k) for k in self.group[meter])
+
+    def add_event(
+        self, meter: str, ts: int, value: Decimal, seq: int, payload: Mapping[str, Any]
+    ) -> None:
+        i = self._index(ts)
+        if i is None:
+            return
+        g = self._group_of(meter, payload)
+        if g is None:
+            return
+        acc = self.parts[meter]
+        k = (i, g)
+        acc[k] = merge(acc.get(k, EMPTY), Partial(value, 1, ts, seq, value))
+
+    def add_cell(self, meta: MeterInfo, bucket: int, dims: str, p: Partial) -> None:
+        i = self._index(bucket)
+        if i is None:
+            return
+        ck = (meta.id, dims)
+        if ck in self._dims_cache:
+            g = self._dims_cache[ck]
+        else:
+            values = orjson.loads(dims)
+            g = self._group_of(meta.id, dict(zip(meta.keys, values, strict=True)))
+            self._dims_cache[ck] = g
+        if g is None:
+            return
+        acc = self.parts[meta.id]
+        k = (i, g)
+        acc[k] = merge(acc.get(k, EMPTY), p)
+
+    def rows(self, metas: Mapping[str, MeterInfo]) -> list[Row]:
+        out: list[Row] = []
+        for m, acc in self.parts.items():
+            keys = self.group[m]
+            formula = metas[m].formula
+            for (i, values), part in acc.items():
+                out.append(
+                    Row(
+                        m,
+                        self.bounds[i][0],
+                        self.bounds[i][1],
+                        finish(formula, part),
+                        dict(zip(keys, values, strict=True)) if keys else None,
+                    )
+                )
+        out.sort(key=row_sort_key)
+        return out
+
+
+def _add_windowed(
+    acc: _Acc, repo: Repo, customer: str, meta: MeterInfo, start: int, end: int
+) -> None:
+    """A pre-aggregated meter: the most recently received event of each UTC window counts; the
+    windows cut by the range are read whole, so the winner is found even outside the range."""
+    w = meta.window or "hour"
+    span = (window_start(start, w), window_start(end - 1, w) + (3600 if w == "hour" else 86400))
+    latest: dict[int, tuple] = {}
+    for ev in rollup_store.raw_events(repo, customer, [meta.id], [span]):
+        k = window_start(ev[1], w)
+        if k not in latest or ev[3] > latest[k][3]:
+            latest[k] = ev
+    for m, ts, value, seq, payload in latest.values():
+        if start <= ts < end:
+            acc.add_event(m, ts, value, seq, payload)
+
+
+def collect(
+    repo: Repo,
+    customer: str,
+    metas: Mapping[str, MeterInfo],
+    bounds: list[tuple[int, int]],
+    queries: Mapping[str, MeterQuery] | None = None,
+) -> list[Row]:
+    """The rows of these meters over the buckets `bounds`, from rollup cells where whole cells
+    fit in a bucket, raw events at the edges and for cells with a queued cancellation, and the
+    raw events above the watermark (see services.rollups)."""
+    acc = _Acc(metas, bounds, queries or {})
+    if not bounds or not metas:
+        return []
+    start, end = bounds[0][0], bounds[-1][1]
+    in_txn = repo.dialect == "postgresql" and not repo.conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+    with _snapshot(repo):
+        w = rollup_store.watermark(repo.conn, lock="share" if in_txn else None)
+        rolled = [m for m, meta in metas.items() if not meta.window]
+        if rolled:
+            p = plan(bounds)
+            dirty: dict[str, set[tuple[int, int]]] = {}
+            for m, ts in rollup_store.pending_cancels(repo, customer, w):
+                if m in metas and not metas[m].window:
+                    for res in RESOLUTIONS:
+                        dirty.setdefault(m, set()).add((res, cell_start(ts, res)))
+            redo: dict[str, list[tuple[int, int]]] = {}
+            for res, spans in p.cells.items():
+                if not spans:
+                    continue
+                starts = [s[0] for s in spans]
+                many = len(spans) > 1
+                for m, bucket, dims, s, n, lts, lseq, lv in rollup_store.rollup_rows(
+                    repo, customer, rolled, res, spans
+                ):
+                    if many and not covers(spans, starts, bucket):
+                        continue
+                    d = dirty.get(m)
+                    if d and (res, bucket) in d:
+                        redo.setdefault(m, []).append((bucket, bucket + res))
+                        continue
+                    acc.add_cell(metas[m], bucket, dims, Partial(_dec(s), n, lts, lseq, _dec(lv)))
+            reads: list[tuple[list[str], list[tuple[int, int]]]] = [(rolled, p.raw)]
+            reads += [([m], merge_spans(spans)) for m, spans in redo.items()]
+            for meter_ids, spans in reads:
+                if not spans:
+                    continue
+                starts = [s[0] for s in spans]
+                many = len(spans) > 1
+                for m, ts, value, seq, payload in rollup_store.raw_events(
+                    repo, customer, meter_ids, spans, upto=w
+                ):
+                    if not many or covers(spans, starts, ts):
+                        acc.add_event(m, ts, value, seq, payload)
+            for m, ts, value, seq, payload in rollup_store.raw_events(
+                repo, customer, rolled, [(start, end)], after=w
+            ):
+                acc.add_event(m, ts, value, seq, payload)
+        for meta in metas.values():
+            if meta.window:
+                _add_windowed(acc, repo, customer, meta, start, end)
+    return acc.rows(metas)
+
+
+@contextmanager
+def _snapshot(repo: Repo) -> Iterator[None]:
+    """One snapshot for the statements of an answer. SQLite reads are one transaction already;
+    PostgreSQL's reader runs autocommit statements, so they are wrapped in a REPEATABLE READ
+    transaction (inside a write transaction, `watermark(lock="share")` keeps builders still)."""
+    raw = repo.conn.connection.driver_connection  # type: ignore[union-attr]
+    if repo.dialect != "postgresql" or not raw.autocommit:
+        yield
+        return
+    raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        yield
+    finally:
+        raw.execute("COMMIT")
+
+
+def _dec(v: Any) -> Decimal:
+    return v if isinstance(v, Decimal) else Decimal(v)
+
+
+def account_meters(repo: Repo) -> dict[str, MeterInfo]:
+    return {r["id"]: meter_info(r) for r in repo.conn.execute(repo.select(meters)).mappings()}
 
 
 def check_customer(repo: Repo, customer: str, param: str = "customer") -> None:
     row = repo.get(customers, customer)
     if row is None or row["deleted"]:
         raise not_found("customer", customer, param)
-
-
-def aggregate(
-    events_by_meter: Mapping[str, Sequence[Event]],
-    formulas: Mapping[str, str],
-    bounds: list[tuple[int, int]],
-    queries: Mapping[str, MeterQuery],
-) -> list[Row]:
-    """One pass per meter: bucket by bisection, group, fold into partials, finish."""
-    rows: list[Row] = []
-    for meter_id, events in events_by_meter.items():
-        q = queries.get(meter_id) or MeterQuery(meter_id)
-        keys = sorted(set(q.group_by))
-        wanted = q.filters or {}
-        acc: dict[tuple[int, tuple[str | None, ...]], Partial] = {}
-        for e in events:
-            if wanted and not matches(e, wanted):
-                continue
-            i = bucket_index(bounds, e.timestamp)
-            if i is None:
-                continue
-            k = (i, tuple(e.dimensions.get(key) for key in keys))
-            acc[k] = merge(acc.get(k, EMPTY), partial_of((e,)))
-        formula = formulas[meter_id]
-        for (i, values), part in acc.items():
-            rows.append(
-                Row(
-                    meter_id,
-                    bounds[i][0],
-                    bounds[i][1],
-                    finish(formula, part),
-                    dict(zip(keys, values, strict=True)) if keys else None,
-                )
-            )
-    rows.sort(key=row_sort_key)
-    return rows
 
 
 def meter_usage(
@@ -147,7 +274,7 @@ def meter_usage(
 ) -> list[Row]:
     bounds = bucket_bounds(start, end, window, tz, **param_names)
     check_customer(repo, customer)
-    formulas: dict[str, str] = {}
+    metas: dict[str, MeterInfo] = {}
     by_meter: dict[str, MeterQuery] = {}
     if queries:
         for i, q in enumerate(queries):
@@ -170,13 +297,11 @@ def meter_usage(
                         code="parameter_invalid",
                         param=f"meters[{i}][dimension_filters][{key}]",
                     )
-            formulas[q.meter_id] = meter["formula"]
+            metas[q.meter_id] = meter_info(meter)
             by_meter[q.meter_id] = q
     else:
-        for mid in meters_with_usage(repo, customer, start, end):
-            formulas[mid] = meters_service.get(repo, mid)["formula"]
-    events = load_events(repo, customer, list(formulas), start, end)
-    return aggregate(events, formulas, bounds, by_meter)
+        metas = account_meters(repo)
+    return collect(repo, customer, metas, bounds, by_meter)
 
 
 def event_summaries(
@@ -206,12 +331,6 @@ def event_summaries(
             400, "end_time must be after start_time.", code="parameter_invalid", param="end_time"
         )
     bounds = bucket_bounds(start, end, window, "UTC")
-    events = load_events(repo, customer, [meter_id], start, end)[meter_id]
-    acc: dict[int, Partial] = {}
-    for e in events:
-        i = bucket_index(bounds, e.timestamp)
-        if i is not None:
-            acc[i] = merge(acc.get(i, EMPTY), partial_of((e,)))
-    return [
-        (b0, b1, finish(meter["formula"], acc.get(i, EMPTY))) for i, (b0, b1) in enumerate(bounds)
-    ]
+    rows = collect(repo, customer, {meter_id: meter_info(meter)}, bounds)
+    values = {r.bucket_start_time: r.bucket_value for r in rows}
+    return [(b0, b1, values.get(b0, finish(meter["formula"], EMPTY))) for b0, b1 in bounds]

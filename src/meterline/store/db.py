@@ -8,6 +8,7 @@ PostgreSQL URLs (`postgresql://`) use psycopg 3.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -206,6 +207,43 @@ class Database:
         elif sqlite and raw.in_transaction:
             raw.execute("ROLLBACK")
 
+    @contextmanager
+    def try_exclusive(self, name: str) -> Iterator[bool]:
+        """Whether this process got `name`, held for the block: for jobs that any worker may run
+        but one at a time is enough (they stay correct without it). PostgreSQL: a session
+        advisory lock on a connection of this thread; SQLite: a file lock beside the database."""
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        if self.dialect == "postgresql":
+            conn = self._conn("jobs")
+            got = bool(
+                conn.exec_driver_sql("SELECT pg_try_advisory_lock(%(k)s)", {"k": key}).scalar()
+            )
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(%(k)s)", {"k": key})
+                    conn.commit()
+            return
+        path = self.engine.url.database
+        if not path or path == ":memory:":
+            yield True
+            return
+        fd = os.open(f"{path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     def start_checkpointer(self, interval: float = 0.5) -> None:
         """SQLite: copy the WAL back into the database from a thread of its own, outside any
         writer's lock (PASSIVE: it never blocks readers or writers)."""
@@ -238,6 +276,7 @@ class Database:
             self._checkpointer = None
         self._drop("reader")
         self._drop("writer")
+        self._drop("jobs")
         self.engine.dispose()
 
 

@@ -79,6 +79,7 @@ class Repo:
         self.scope = scope
         self.dialect = conn.dialect.name
         self.wrote = False  # set by every write: a failure after a write needs a rollback
+        self.ingest_locked = False  # PostgreSQL: holds the ingest lock (store.rollups)
 
     def _own(self, table: sa.Table) -> list[Any]:
         return [

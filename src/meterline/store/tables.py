@@ -181,3 +181,66 @@ meter_event_error_reports = _owned(
     sa.Column("validation_start", sa.BigInteger, nullable=False),
     sa.Column("validation_end", sa.BigInteger, nullable=False),
 )
+
+# Derived state: per customer, meter, declared dimension values (`dims`, the JSON list of the
+# values of the meter's `dimension_payload_keys` in sorted key order) and aligned UTC cell of
+# `resolution` seconds (900 or 3600), the mergeable partial of the counting events (see
+# engine.aggregate.Partial). It holds exactly the events with seq <= the rollup watermark, less
+# the cancellations still queued in `meter_event_cancels`. Meters with an `event_time_window`
+# have no rollups. Dropped and rebuilt from `meter_events` by `meterline rollups rebuild`.
+meter_usage_rollups = sa.Table(
+    "meter_usage_rollups",
+    metadata,
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("meter", sa.String(255), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False),
+    sa.Column("bucket", sa.BigInteger, nullable=False),
+    sa.Column("dims", sa.String(2000), nullable=False),
+    sa.Column("sum", DecimalText, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("last_ts", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_value", DecimalText, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "account_id",
+        "livemode",
+        "customer",
+        "meter",
+        "resolution",
+        "bucket",
+        "dims",
+        name="pk_meter_usage_rollups",
+    ),
+    sqlite_with_rowid=False,
+)
+
+# The rollup watermark: every meter event with seq <= watermark is folded into the rollups.
+rollup_state = sa.Table(
+    "rollup_state",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("watermark", sa.BigInteger, nullable=False),
+    sa.Column("updated", sa.BigInteger, nullable=False),
+)
+
+# Cancellations of events of rollup meters, queued until the rollup builder has recomputed the
+# cells they touch; until then queries read those cells from raw events.
+meter_event_cancels = sa.Table(
+    "meter_event_cancels",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("meter", sa.String(255), nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("event_seq", sa.BigInteger, nullable=False),
+    sa.Index("ix_meter_event_cancels_customer", "account_id", "livemode", "customer"),
+)
