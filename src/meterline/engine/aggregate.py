@@ -50,6 +50,7 @@ _EXACT = Context(
     traps=[Inexact, Rounded, InvalidOperation, Overflow],
 )
 _exact_add = _EXACT.add
+exact_add = _exact_add  # for callers that fold partials in place (services.usage)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from meterline import clock
 from meterline.engine.errors import RuleViolation
 from meterline.ids import new_id, random_token
 from meterline.services import ServiceError
-from meterline.services.meter_events import EventInput, Lookups, record
+from meterline.services.meter_events import EventInput, Lookups, record_many, validate
 from meterline.store.db import Database
 from meterline.store.repo import Repo
 from meterline.store.tables import meter_event_error_reports, meter_event_sessions
@@ -29,7 +29,6 @@ SESSION_TTL = 15 * 60
 TOKEN_PREFIX = "mes_token_"
 MAX_EVENTS = 100
 MAX_SAMPLES = 5
-DUPLICATE = "resource_already_exists"
 
 
 def token_digest(token: str) -> str:
@@ -97,22 +96,27 @@ def record_stream(repo: Repo, events: list[EventInput], request_id: str) -> Stre
     stored once and reported as nothing: retrying a stream request is how clients recover."""
     start = clock.now()
     lookups = Lookups()
+    lookups.prefetch_customers(repo, events)
     reports: dict[str | None, _Report] = {}
-    stored = duplicates = errors = 0
+    duplicates = errors = 0
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for ev in events:
         try:
-            record(repo, ev, lookups=lookups)
-        except (ServiceError, RuleViolation) as exc:  # raised before `record` writes anything
-            code = exc.code or "invalid"
-            if code == DUPLICATE:
-                duplicates += 1
-                continue
+            row = validate(repo, ev, lookups=lookups)
+        except (ServiceError, RuleViolation) as exc:
             errors += 1
             meter = lookups.meters.get(ev.event_name)
             report = reports.setdefault(meter["id"] if meter is not None else None, _Report())
-            report.add(code, exc.message, ev.identifier)
-        else:
-            stored += 1
+            report.add(exc.code or "invalid", exc.message, ev.identifier)
+            continue
+        if row["id"] in seen:
+            duplicates += 1  # the first event of the request with this identifier is the one
+            continue
+        seen.add(row["id"])
+        rows.append(row)
+    stored = len(record_many(repo, rows))
+    duplicates += len(rows) - stored
     end = clock.now()
     rows = [
         repo.insert(

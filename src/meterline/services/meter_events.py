@@ -49,13 +49,33 @@ class Lookups:
             self.customers[customer_id] = repo.get(customers, customer_id)
         return self.customers[customer_id]
 
+    def prefetch_customers(self, repo: Repo, events: list[EventInput]) -> None:
+        """Read every customer these events name in one statement."""
+        wanted: set[str] = set()
+        for ev in events:
+            meter = self.meter(repo, ev.event_name)
+            if meter is not None:
+                cid = ev.payload.get(meter["customer_key"])
+                if cid and cid not in self.customers:
+                    wanted.add(cid)
+        if not wanted:
+            return
+        c = customers.c
+        found = {
+            r["id"]: dict(r)
+            for r in repo.conn.execute(
+                repo.select(customers, c.id.in_(sorted(wanted))).with_only_columns(c.id, c.deleted)
+            ).mappings()
+        }
+        for cid in wanted:
+            self.customers[cid] = found.get(cid)
 
-def record(
+
+def validate(
     repo: Repo, ev: EventInput, *, param_prefix: str = "", lookups: Lookups | None = None
 ) -> dict[str, Any]:
-    """Validate and store one event; returns the stored row. Raises ServiceError/RuleViolation
-    with Stripe's meter event error codes, before writing anything (a duplicate identifier is
-    found by insert-if-absent, which writes nothing)."""
+    """The row one event would be stored as; raises ServiceError/RuleViolation with Stripe's
+    meter event error codes (a duplicate identifier is found when the row is inserted)."""
     p = param_prefix
     meter = (
         lookups.meter(repo, ev.event_name)
@@ -133,7 +153,7 @@ def record(
     ts = now if ev.timestamp is None else ev.timestamp
     metering.check_timestamp(ts, now, f"{p}timestamp")
     identifier = ev.identifier or f"mev_{random_token(24)}"
-    row = dict(
+    return dict(
         id=identifier,
         created=now,
         meter=meter["id"],
@@ -144,18 +164,43 @@ def record(
         payload=ev.payload,
         cancelled_at=None,
     )
+
+
+def duplicate(identifier: str, param: str) -> ServiceError:
+    return ServiceError(
+        400,
+        f"An event with identifier {identifier!r} was already received; it is counted once. "
+        "Use a new identifier for a new event.",
+        code="resource_already_exists",
+        param=param,
+    )
+
+
+def _ingest_lock(repo: Repo) -> None:
     if not repo.ingest_locked:
         rollup_store.hold_ingest_lock(repo.conn)
         repo.ingest_locked = True
+
+
+def record(
+    repo: Repo, ev: EventInput, *, param_prefix: str = "", lookups: Lookups | None = None
+) -> dict[str, Any]:
+    """Validate and store one event; returns the stored row. Raises before writing anything
+    (a duplicate identifier is found by insert-if-absent, which writes nothing)."""
+    row = validate(repo, ev, param_prefix=param_prefix, lookups=lookups)
+    _ingest_lock(repo)
     if not repo.insert_unless_exists(meter_events, row):
-        raise ServiceError(
-            400,
-            f"An event with identifier {identifier!r} was already received; it is counted once. "
-            "Use a new identifier for a new event.",
-            code="resource_already_exists",
-            param=f"{p}identifier",
-        )
+        raise duplicate(row["id"], f"{param_prefix}identifier")
     return {**row, "account_id": repo.scope.account_id, "livemode": repo.scope.livemode}
+
+
+def record_many(repo: Repo, rows: list[dict[str, Any]]) -> set[str]:
+    """Store validated rows of distinct identifiers in one batch; the identifiers stored (the
+    others were already stored)."""
+    if not rows:
+        return set()
+    _ingest_lock(repo)
+    return repo.insert_many_unless_exists(meter_events, rows)
 
 
 def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[str, Any]:
@@ -192,4 +237,4 @@ def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[
     return row
 
 
-__all__ = ["EventInput", "Lookups", "RuleViolation", "cancel", "record"]
+__all__ = ["EventInput", "Lookups", "RuleViolation", "cancel", "record", "record_many", "validate"]

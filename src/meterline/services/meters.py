@@ -42,7 +42,7 @@ def get(repo: Repo, mid: str, *, param: str = "id") -> dict[str, Any]:
 
 
 def by_event_name(repo: Repo, event_name: str) -> dict[str, Any] | None:
-    return repo.first(t, t.c.event_name == event_name)
+    return repo.get_by(t, "event_name", event_name)
 
 
 def update(repo: Repo, mid: str, display_name: str | None) -> dict[str, Any]:

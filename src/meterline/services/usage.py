@@ -28,9 +28,9 @@ from meterline.engine.aggregate import (
     Event,
     Partial,
     Row,
+    exact_add,
     finish,
     matches,
-    merge,
     row_sort_key,
 )
 from meterline.engine.buckets import bucket_bounds
@@ -79,7 +79,7 @@ class _Acc:
         self.bounds = bounds
         self.starts = [b[0] for b in bounds]
         self.end = bounds[-1][1] if bounds else 0
-        self.parts: dict[str, dict[tuple[int, tuple[str | None, ...]], Partial]] = {
+        self.parts: dict[str, dict[tuple[int, tuple[str | None, ...]], list]] = {
             m: {} for m in metas
         }
         self.group: dict[str, list[str]] = {}
@@ -110,11 +110,32 @@ class _Acc:
         g = self._group_of(meter, payload)
         if g is None:
             return
-        acc = self.parts[meter]
-        k = (i, g)
-        acc[k] = merge(acc.get(k, EMPTY), Partial(value, 1, ts, seq, value))
+        self._add(self.parts[meter], (i, g), value, 1, ts, seq, value)
 
-    def add_cell(self, meta: MeterInfo, bucket: int, dims: str, p: Partial) -> None:
+    @staticmethod
+    def _add(acc: dict, k: tuple, s: Decimal, n: int, lts: int, lseq: int, lv: Any) -> None:
+        """Merge one partial (sum, count, last ts, last seq, last value) into `acc[k]`, in
+        place: the hot loop of an answer, so no `Partial` objects (`rows` makes them)."""
+        cur = acc.get(k)
+        if cur is None:
+            acc[k] = [s, n, lts, lseq, lv]
+            return
+        cur[0] = exact_add(cur[0], s)
+        cur[1] += n
+        if lts > cur[2] or (lts == cur[2] and lseq >= cur[3]):
+            cur[2], cur[3], cur[4] = lts, lseq, lv
+
+    def add_cell(
+        self,
+        meta: MeterInfo,
+        bucket: int,
+        dims: str,
+        s: Decimal,
+        n: int,
+        lts: int,
+        lseq: int,
+        lv: Any,
+    ) -> None:
         i = self._index(bucket)
         if i is None:
             return
@@ -127,16 +148,15 @@ class _Acc:
             self._dims_cache[ck] = g
         if g is None:
             return
-        acc = self.parts[meta.id]
-        k = (i, g)
-        acc[k] = merge(acc.get(k, EMPTY), p)
+        self._add(self.parts[meta.id], (i, g), s, n, lts, lseq, lv)
 
     def rows(self, metas: Mapping[str, MeterInfo]) -> list[Row]:
         out: list[Row] = []
         for m, acc in self.parts.items():
             keys = self.group[m]
             formula = metas[m].formula
-            for (i, values), part in acc.items():
+            for (i, values), (s, n, lts, lseq, lv) in acc.items():
+                part = Partial(s, n, lts, lseq, _dec(lv))
                 out.append(
                     Row(
                         m,
@@ -207,7 +227,7 @@ def collect(
                     if d and (res, bucket) in d:
                         redo.setdefault(m, []).append((bucket, bucket + res))
                         continue
-                    acc.add_cell(metas[m], bucket, dims, Partial(_dec(s), n, lts, lseq, _dec(lv)))
+                    acc.add_cell(metas[m], bucket, dims, _dec(s), n, lts, lseq, lv)
             reads: list[tuple[list[str], list[tuple[int, int]]]] = [(rolled, p.raw)]
             reads += [([m], merge_spans(spans)) for m, spans in redo.items()]
             for meter_ids, spans in reads:

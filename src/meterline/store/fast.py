@@ -67,6 +67,7 @@ class CompiledTable:
         # Both dialects: skip a row that would break a unique key (its id in its scope).
         self.insert_ignore_sql = self.insert_sql + " ON CONFLICT DO NOTHING"
         self.name = name
+        self._get_by: dict[str, str] = {}
         self.defaults = {
             c.name: c.default.arg
             for c in table.columns
@@ -100,6 +101,14 @@ class CompiledTable:
     def insert_params(self, values: dict[str, Any]) -> list[Any]:
         d = self.defaults
         return [self.encode(c, values[c] if c in values else d.get(c)) for c in self.insert_columns]
+
+    def get_by_sql(self, column: str) -> str:
+        """SELECT one row by a column that is unique in the scope (a unique index's last part)."""
+        sql = self._get_by.get(column)
+        if sql is None:
+            sql = self.get_sql.rsplit(" id = ", 1)[0] + f" {self.quote(column)} = {self.ph}"
+            self._get_by[column] = sql
+        return sql
 
     def update_sql(self, names: list[str]) -> str:
         sets = ", ".join(f"{self.quote(n)} = {self.ph}" for n in names)

@@ -112,6 +112,22 @@ class Repo:
             cur.close()
         return ct.decode(row) if row is not None else None
 
+    def get_by(self, table: sa.Table, column: str, value: Any) -> dict[str, Any] | None:
+        """The row whose `column` (unique in the scope, e.g. meters.event_name) is `value`."""
+        ct = compiled(table, self.conn.dialect)
+        self.flush()
+        cur = self._cursor()
+        try:
+            cur.execute(
+                ct.get_by_sql(column),
+                (self.scope.account_id, self.scope.livemode, value),
+                **POINT[self.dialect],
+            )
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return ct.decode(row) if row is not None else None
+
     def first(self, table: sa.Table, *where: Any) -> RowMapping | None:
         self.flush()
         return self.conn.execute(self.select(table, *where).limit(1)).mappings().first()
@@ -159,6 +175,53 @@ class Repo:
         if inserted:
             self.wrote = True
         return inserted
+
+    def insert_many_unless_exists(self, table: sa.Table, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert rows of distinct ids, each unless its id is taken; the ids inserted. One
+        statement for the batch: SQLite (one writer at a time) leaves out the ids it finds, then
+        inserts the rest in one executemany; PostgreSQL pipelines insert-if-absent statements
+        and reads back the ids each one returns (concurrent inserts of an id store it once)."""
+        if not rows:
+            return set()
+        self.flush()
+        ct = compiled(table, self.conn.dialect)
+        scope = {"account_id": self.scope.account_id, "livemode": self.scope.livemode}
+        cur = self._cursor()
+        try:
+            if self.dialect == "sqlite":
+                ids = [r["id"] for r in rows]
+                taken: set[str] = set()
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    cur.execute(
+                        f"SELECT id FROM {ct.name} WHERE account_id = ? AND livemode = ? "
+                        f"AND id IN ({', '.join('?' * len(part))})",
+                        [self.scope.account_id, self.scope.livemode, *part],
+                    )
+                    taken.update(r[0] for r in cur.fetchall())
+                fresh = [r for r in rows if r["id"] not in taken]
+                if fresh:
+                    cur.executemany(
+                        ct.insert_sql, [ct.insert_params({**r, **scope}) for r in fresh]
+                    )
+                    self.wrote = True
+                return {r["id"] for r in fresh}
+            cur.executemany(
+                ct.insert_ignore_sql + " RETURNING id",
+                [ct.insert_params({**r, **scope}) for r in rows],
+                returning=True,
+            )
+            inserted: set[str] = set()
+            while True:
+                for (rid,) in cur.fetchall():
+                    inserted.add(rid)
+                if not cur.nextset():
+                    break
+            if inserted:
+                self.wrote = True
+            return inserted
+        finally:
+            cur.close()
 
     def update(self, table: sa.Table, id: str, values: dict[str, Any]) -> int:
         if not values:
