@@ -51,6 +51,7 @@ _EXACT = Context(
 )
 _exact_add = _EXACT.add
 exact_add = _exact_add  # for callers that fold partials in place (services.usage)
+exact_mul = _EXACT.multiply  # products of quantities and unit amounts (engine.pricing)
 
 
 @dataclass(frozen=True)
