@@ -1,5 +1,5 @@
 """Customers over the wire: create, retrieve, update (clearing and metadata merge), delete,
-list by email, the refused `test_clock`, metadata limits and parameter errors.
+list by email, an unknown `test_clock` refused, metadata limits and parameter errors.
 
 Runs against the session's real server; every test makes its own data (unique emails)."""
 
@@ -229,16 +229,16 @@ def test_list_filtered_by_email(client, http):
     assert _count(http, _email("nobody")) == 0
 
 
-# -- test_clock is refused --------------------------------------------------------------------------
-def test_create_with_test_clock_is_refused_and_creates_nothing(client, http):
+# -- an unknown test_clock is refused ---------------------------------------------------------------
+def test_create_with_unknown_test_clock_is_refused_and_creates_nothing(client, http):
     email = _email("clock")
     with pytest.raises(stripe.InvalidRequestError) as ei:
         client.v1.customers.create({"email": email, "test_clock": "clock_123"})
-    assert ei.value.http_status == 400
+    assert ei.value.http_status == 404
     assert ei.value.param == "test_clock"
     assert_error(ei.value.json_body, "invalid_request_error", param="test_clock")
     r = http.post("/v1/customers", data={"email": email, "test_clock": "clock_abc"})
-    assert r.status_code == 400
+    assert r.status_code == 404
     assert_error(r.json(), "invalid_request_error", param="test_clock")
     assert _count(http, email) == 0
 

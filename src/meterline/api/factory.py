@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from meterline.api import analytics, catalog, customers, meter_events, meters
+from meterline.api import analytics, catalog, customers, meter_events, meters, test_clocks
 from meterline.api.app import MeterlineApp
 from meterline.api.routing import Router
 from meterline.store.db import DEFAULT_URL, Database
 
-MODULES = (customers, catalog, meters, meter_events, analytics)
+MODULES = (customers, catalog, meters, meter_events, analytics, test_clocks)
 
 
 def build_app(

@@ -8,24 +8,14 @@ from sqlalchemy.engine import RowMapping
 
 from meterline import clock
 from meterline.ids import new_id, random_upper
-from meterline.services import ServiceError, not_found
+from meterline.services import not_found, test_clocks
 from meterline.store.repo import Repo
 from meterline.store.tables import customers as t
 
 
-def _test_clock_refused(test_clock: str) -> ServiceError:
-    return ServiceError(
-        400,
-        f"test_clock {test_clock!r} cannot be used yet: this meterline release does not have test clocks. "
-        "Create the customer without test_clock.",
-        code="parameter_invalid",
-        param="test_clock",
-    )
-
-
 def create(repo: Repo, values: dict[str, Any], metadata: dict[str, str]) -> RowMapping:
     if values.get("test_clock"):
-        raise _test_clock_refused(values["test_clock"])
+        test_clocks.get(repo, values["test_clock"], param="test_clock")
     cid = new_id("cus", 14)
     row = dict(
         id=cid,
@@ -39,7 +29,7 @@ def create(repo: Repo, values: dict[str, Any], metadata: dict[str, str]) -> RowM
         preferred_locales=values.get("preferred_locales") or [],
         invoice_prefix=values.get("invoice_prefix") or random_upper(8),
         metadata=metadata,
-        test_clock=None,
+        test_clock=values.get("test_clock"),
     )
     return repo.insert(t, row)
 

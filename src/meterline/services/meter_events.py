@@ -16,7 +16,7 @@ from meterline import clock
 from meterline.engine import metering
 from meterline.engine.errors import RuleViolation
 from meterline.ids import random_token
-from meterline.services import ServiceError
+from meterline.services import ServiceError, test_clocks
 from meterline.services import meters as meters_service
 from meterline.store import rollups as rollup_store
 from meterline.store.repo import Repo
@@ -38,6 +38,7 @@ class Lookups:
     def __init__(self) -> None:
         self.meters: dict[str, dict[str, Any] | None] = {}
         self.customers: dict[str, dict[str, Any] | None] = {}
+        self.clocks: dict[str, int] = {}  # test clock id -> frozen time
 
     def meter(self, repo: Repo, event_name: str) -> dict[str, Any] | None:
         if event_name not in self.meters:
@@ -149,7 +150,8 @@ def validate(
             code="meter_event_dimension_count_too_high",
             param=f"{p}payload",
         )
-    now = clock.now()
+    # A customer on a test clock lives at the clock's time: the window and the default follow it.
+    now = test_clocks.customer_now(repo, cust, lookups.clocks if lookups is not None else None)
     ts = now if ev.timestamp is None else ev.timestamp
     metering.check_timestamp(ts, now, f"{p}timestamp")
     identifier = ev.identifier or f"mev_{random_token(24)}"
@@ -213,7 +215,8 @@ def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[
             code="resource_missing",
             param=param,
         )
-    now = clock.now()
+    cust = repo.get(customers, row["customer"])
+    now = test_clocks.customer_now(repo, cust) if cust is not None else clock.now()
     if row["cancelled_at"] is not None:
         raise ServiceError(
             400,

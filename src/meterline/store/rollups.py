@@ -161,11 +161,18 @@ def iter_all_events(conn: Connection, upto: int, batch: int = 20_000) -> Iterato
     """Every counting event with seq <= upto, by account, livemode, customer, meter and time
     (the order of the usage index), streamed."""
     ph = _ph(conn)
+    # A sort of the whole table, not a walk of the usage index: the index order would fetch the
+    # rows one random page at a time, which on a store larger than memory is many times slower.
+    p = "+" if conn.dialect.name == "sqlite" else ""
     sql = (
         'SELECT account_id, livemode, customer, meter, "timestamp", value, seq, payload '
         f"FROM meter_events WHERE seq <= {ph} AND cancelled_at IS NULL "
-        'ORDER BY account_id, livemode, customer, meter, "timestamp"'
+        f'ORDER BY {p}account_id, {p}livemode, {p}customer, {p}meter, {p}"timestamp"'
     )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        conn.exec_driver_sql("SET LOCAL enable_indexscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
     raw = conn.connection.driver_connection  # type: ignore[union-attr]
     cur = (
         raw.cursor("meterline_rollups_rebuild")

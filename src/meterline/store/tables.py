@@ -244,3 +244,13 @@ meter_event_cancels = sa.Table(
     sa.Column("event_seq", sa.BigInteger, nullable=False),
     sa.Index("ix_meter_event_cancels_customer", "account_id", "livemode", "customer"),
 )
+
+# Test clocks: simulated time for the customers created on them. Deleting one marks it deleted.
+test_clocks = _owned(
+    "test_clocks",
+    sa.Column("name", sa.String(300)),
+    sa.Column("frozen_time", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("deletes_after", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)

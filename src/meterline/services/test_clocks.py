@@ -1,0 +1,95 @@
+"""Test clocks: create, retrieve, list, delete, advance; and the time of a customer.
+
+Always true: a clock only moves forward; a customer on a clock lives at the clock's
+`frozen_time` for every time rule (`customer_now`), whatever the wall clock says; a clock of one
+account is invisible to another (every read goes through `Repo`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from meterline import clock
+from meterline.ids import new_id
+from meterline.services import ServiceError, not_found
+from meterline.store.repo import Repo
+from meterline.store.tables import customers
+from meterline.store.tables import test_clocks as t
+
+DELETES_AFTER = 30 * 86_400
+
+
+def create(repo: Repo, frozen_time: int, name: str | None) -> dict[str, Any]:
+    now = clock.now()
+    return repo.insert(
+        t,
+        {
+            "id": new_id("clock", 24),
+            "created": now,
+            "name": name,
+            "frozen_time": frozen_time,
+            "status": "ready",
+            "deletes_after": now + DELETES_AFTER,
+            "deleted": False,
+        },
+    )
+
+
+def get(repo: Repo, cid: str, *, param: str = "test_clock") -> dict[str, Any]:
+    row = repo.get(t, cid)
+    if row is None or row["deleted"]:
+        raise not_found("test clock", cid, param)
+    return row
+
+
+def list_(repo: Repo, *, limit: int, starting_after: str | None, ending_before: str | None):
+    return repo.page(
+        t,
+        [t.c.deleted.is_(False)],
+        limit=limit,
+        starting_after=starting_after,
+        ending_before=ending_before,
+    )
+
+
+def delete(repo: Repo, cid: str) -> None:
+    """Delete the clock and, as Stripe does, the customers that live on it."""
+    get(repo, cid)
+    repo.update(t, cid, {"deleted": True})
+    repo.update_where(customers, [customers.c.test_clock == cid], {"deleted": True})
+
+
+def advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
+    """Move the clock forward to `frozen_time`. What falls due on the way runs in the same
+    transaction, so the clock is `ready` again when the call returns."""
+    row = get(repo, cid, param="test_clock")
+    if frozen_time <= row["frozen_time"]:
+        raise ServiceError(
+            400,
+            f"frozen_time must be after the clock's current frozen_time ({row['frozen_time']}): "
+            "test clocks only move forward.",
+            code="parameter_invalid",
+            param="frozen_time",
+        )
+    repo.update(t, cid, {"status": "advancing"})
+    # Due work (grant effectivity and expiry, renewals, invoices) will run here, in time order.
+    repo.update(t, cid, {"frozen_time": frozen_time, "status": "ready"})
+    return {**row, "frozen_time": frozen_time, "status": "ready"}
+
+
+def customer_now(repo: Repo, customer: Mapping[str, Any], cache: dict | None = None) -> int:
+    """The time every rule uses for this customer: its test clock's, or the wall clock's."""
+    cid = customer.get("test_clock")
+    if not cid:
+        return clock.now()
+    if cache is not None and cid in cache:
+        return cache[cid]
+    row = repo.get(t, cid)
+    now = row["frozen_time"] if row is not None else clock.now()
+    if cache is not None:
+        cache[cid] = now
+    return now
+
+
+__all__ = ["advance", "create", "customer_now", "delete", "get", "list_"]

@@ -1,0 +1,127 @@
+"""Test clocks through the official SDK: create, retrieve, list, advance (forward only),
+delete (with the customers on the clock), isolation between accounts; and customers on a clock
+living at its time: the meter event window, the default timestamp and the cancel window.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import stripe
+
+from openapi_check import assert_deleted, assert_error, assert_matches
+
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def acct(server):
+    key = server.new_key(new_account=True)
+    return server, key, server.client(key)
+
+
+def test_lifecycle(acct):
+    _, _, client = acct
+    frozen = int(time.time()) - 60 * DAY
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": frozen, "name": "sim"})
+    assert_matches(clock._to_dict_recursive(), "test_helpers.test_clock")
+    assert (clock.frozen_time, clock.status, clock.name) == (frozen, "ready", "sim")
+    assert clock.id.startswith("clock_")
+    got = client.v1.test_helpers.test_clocks.retrieve(clock.id)
+    assert got.frozen_time == frozen
+    listed = client.v1.test_helpers.test_clocks.list({"limit": 100})
+    assert clock.id in [c.id for c in listed.data]
+    moved = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + DAY})
+    assert (moved.frozen_time, moved.status) == (frozen + DAY, "ready")
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen})
+    assert ei.value.http_status == 400 and ei.value.param == "frozen_time"
+    assert_error(ei.value.json_body, "invalid_request_error", param="frozen_time")
+    assert client.v1.test_helpers.test_clocks.retrieve(clock.id).frozen_time == frozen + DAY
+    cus = client.v1.customers.create({"name": "on the clock", "test_clock": clock.id})
+    assert cus.test_clock == clock.id
+    deleted = client.v1.test_helpers.test_clocks.delete(clock.id)
+    assert_deleted(deleted._to_dict_recursive(), "test_helpers.test_clock")
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.test_helpers.test_clocks.retrieve(clock.id)
+    assert ei.value.http_status == 404
+    assert client.v1.customers.retrieve(cus.id).to_dict().get("deleted") is True
+
+
+def test_validation_and_isolation(acct, server):
+    _, key, client = acct
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.test_helpers.test_clocks.create({})
+    assert ei.value.param == "frozen_time"
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.test_helpers.test_clocks.create({"frozen_time": "soon"})
+    assert ei.value.param == "frozen_time"
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": int(time.time())})
+    other = server.client(server.new_key(new_account=True))
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        other.v1.test_helpers.test_clocks.retrieve(clock.id)
+    assert ei.value.http_status == 404
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        other.v1.customers.create({"test_clock": clock.id})
+    assert ei.value.http_status == 404 and ei.value.param == "test_clock"
+    assert clock.id not in [c.id for c in other.v1.test_helpers.test_clocks.list().data]
+
+
+def test_meter_events_of_a_customer_on_a_clock_follow_its_time(acct):
+    server, key, client = acct
+    frozen = (int(time.time()) - 90 * DAY) // 60 * 60
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": frozen})
+    cus = client.v1.customers.create({"test_clock": clock.id})
+    meter = client.v1.billing.meters.create(
+        {
+            "display_name": "sim",
+            "event_name": f"sim_{uuid.uuid4().hex[:8]}",
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    name = meter.event_name
+    # 90 days before the wall clock, one day before the clock: accepted.
+    ev = client.v1.billing.meter_events.create(
+        {
+            "event_name": name,
+            "payload": {"stripe_customer_id": cus.id, "value": "5"},
+            "timestamp": frozen - DAY,
+        }
+    )
+    assert ev.timestamp == frozen - DAY
+    # Without a timestamp, the event happens at the clock's time.
+    ev2 = client.v1.billing.meter_events.create(
+        {"event_name": name, "payload": {"stripe_customer_id": cus.id, "value": "2"}}
+    )
+    assert ev2.timestamp == frozen
+    # The wall clock's now is 90 days in the clock's future.
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": name,
+                "payload": {"stripe_customer_id": cus.id, "value": "1"},
+                "timestamp": int(time.time()),
+            }
+        )
+    assert ei.value.code == "timestamp_in_future"
+    with server.http(key) as http:
+        r = http.get(
+            "/v1/billing/analytics/meter_usage",
+            params={
+                "customer": cus.id,
+                "start_time": frozen - 2 * DAY,
+                "end_time": frozen + 60,
+                "meters[0][meter_id]": meter.id,
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert [x["bucket_value"] for x in r.json()["data"]] == [7]
+    # The cancel window (24 hours from receipt) follows the clock too.
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 25 * 3600})
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.billing.meter_event_adjustments.create(
+            {"event_name": name, "type": "cancel", "cancel": {"identifier": ev.identifier}}
+        )
+    assert ei.value.http_status == 400
