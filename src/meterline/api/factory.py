@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 
-from meterline.api import analytics, catalog, customers, meter_events, meters, test_clocks
+from meterline.api import (
+    analytics,
+    catalog,
+    credits,
+    customers,
+    meter_events,
+    meters,
+    test_clocks,
+)
 from meterline.api.app import MeterlineApp
 from meterline.api.routing import Router
 from meterline.store.db import DEFAULT_URL, Database
 
-MODULES = (customers, catalog, meters, meter_events, analytics, test_clocks)
+MODULES = (customers, catalog, meters, meter_events, analytics, test_clocks, credits)
 
 
 def build_app(

@@ -254,3 +254,43 @@ test_clocks = _owned(
     sa.Column("deletes_after", sa.BigInteger, nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
 )
+
+# Credit grants. `prices` is the JSON list of price ids of a price-scoped grant, or null for the
+# scope price_type=metered.
+credit_grants = _owned(
+    "credit_grants",
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("effective_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger),
+    sa.Column("voided_at", sa.BigInteger),
+    sa.Column("prices", sa.JSON),
+    sa.Column("name", sa.String(100)),
+    sa.Column("test_clock", sa.String(255)),
+    sa.Column("updated", sa.BigInteger, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    indexes=(sa.Index("ix_credit_grants_customer", "account_id", "livemode", "customer"),),
+)
+
+# The credit ledger. `entry_key` makes each entry exactly once whoever writes it first
+# (`granted:<grant>`, `expired:<grant>:<n>`, `applied:<grant>:<line>`, ...).
+credit_balance_transactions = _owned(
+    "credit_balance_transactions",
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("credit_grant", sa.String(255), nullable=False),
+    sa.Column("entry_key", sa.String(400), nullable=False),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("effective_at", sa.BigInteger, nullable=False),
+    sa.Column("invoice", sa.String(255)),
+    sa.Column("invoice_line_item", sa.String(255)),
+    sa.Column("test_clock", sa.String(255)),
+    indexes=(
+        sa.Index("ix_credit_txns_customer", "account_id", "livemode", "customer", "created", "seq"),
+        sa.Index("uq_credit_txns_entry", "account_id", "livemode", "entry_key", unique=True),
+    ),
+)

@@ -1,0 +1,340 @@
+"""Credit grants, the credit ledger and the balance summary.
+
+The ledger is brought up to date (`settle`) before anything reads it: for every grant of the
+customer, `engine.credits.due_entries` at the customer's time (its test clock's, or the wall
+clock's) says which entries are due (the grant once effective; the debit of what remains once
+expired or voided), and each is written under a deterministic `entry_key`, insert-if-absent, so
+whichever request or job notices first writes it and nobody writes it twice.
+
+Always true: a grant's ledger sums to its balance, which is never below 0; an ended grant's
+balance is 0 once settled; grants and entries of one account are invisible to another.
+May import: engine, store, clock, ids, other services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from meterline import clock
+from meterline.engine import credits as engine
+from meterline.ids import new_id
+from meterline.services import ServiceError, not_found, test_clocks
+from meterline.services import catalog as catalog_service
+from meterline.services import customers as customers_service
+from meterline.store.repo import Repo
+from meterline.store.tables import credit_balance_transactions as txns
+from meterline.store.tables import credit_grants as grants_t
+
+MAX_PRICES = 20
+
+
+@dataclass(frozen=True)
+class GrantInput:
+    customer: str
+    currency: str
+    amount: int
+    category: str
+    priority: int
+    effective_at: int | None
+    expires_at: int | None
+    prices: list[str] | None  # None: price_type=metered
+    name: str | None
+    metadata: dict[str, str]
+
+
+def _now_for(repo: Repo, customer_row: Mapping[str, Any] | None) -> int:
+    return test_clocks.customer_now(repo, customer_row) if customer_row is not None else clock.now()
+
+
+def as_engine(row: Mapping[str, Any]) -> engine.Grant:
+    return engine.Grant(
+        id=row["id"],
+        currency=row["currency"],
+        amount=row["amount"],
+        effective_at=row["effective_at"],
+        created=row["created"],
+        category=row["category"],
+        priority=row["priority"],
+        expires_at=row["expires_at"],
+        voided_at=row["voided_at"],
+        prices=None if row["prices"] is None else frozenset(row["prices"]),
+    )
+
+
+def create(repo: Repo, g: GrantInput) -> dict[str, Any]:
+    cust = customers_service.get(repo, g.customer, param="customer", allow_deleted=False)
+    now = _now_for(repo, cust)
+    if g.prices is not None:
+        for i, pid in enumerate(g.prices):
+            param = f"applicability_config[scope][prices][{i}][id]"
+            price = catalog_service.get_price(repo, pid, param=param)
+            if price["usage_type"] != "metered" or not price["meter"]:
+                raise ServiceError(
+                    400,
+                    f"The price {pid} is not a metered price with a meter: credits only pay for "
+                    "metered usage.",
+                    code="parameter_invalid",
+                    param=param,
+                )
+            if price["currency"] != g.currency:
+                raise ServiceError(
+                    400,
+                    f"The price {pid} is in {price['currency']}, the grant in {g.currency}: its "
+                    "credits could never apply to it.",
+                    code="parameter_invalid",
+                    param=param,
+                )
+    effective = now if g.effective_at is None else g.effective_at
+    if g.expires_at is not None and g.expires_at <= effective:
+        raise ServiceError(
+            400,
+            "expires_at must be after effective_at.",
+            code="parameter_invalid",
+            param="expires_at",
+        )
+    row = repo.insert(
+        grants_t,
+        {
+            "id": new_id("credgr", 24),
+            "created": now,
+            "customer": g.customer,
+            "currency": g.currency,
+            "amount": g.amount,
+            "category": g.category,
+            "priority": g.priority,
+            "effective_at": effective,
+            "expires_at": g.expires_at,
+            "voided_at": None,
+            "prices": g.prices,
+            "name": g.name,
+            "test_clock": cust["test_clock"],
+            "updated": now,
+            "metadata": g.metadata,
+        },
+    )
+    settle(repo, g.customer)
+    return row
+
+
+def get(repo: Repo, gid: str, *, param: str = "id") -> dict[str, Any]:
+    row = repo.get(grants_t, gid)
+    if row is None:
+        raise not_found("billing credit grant", gid, param)
+    return row
+
+
+def list_(repo: Repo, customer: str | None, **page: Any):
+    where = [] if customer is None else [grants_t.c.customer == customer]
+    return repo.page(grants_t, where, **page)
+
+
+def update(
+    repo: Repo, gid: str, expires_at: int | None | str, metadata_change: Any
+) -> dict[str, Any]:
+    """`expires_at`: an int sets it, None clears it, "keep" leaves it."""
+    row = get(repo, gid)
+    cust = customers_service.get(repo, row["customer"], param="customer")
+    now = _now_for(repo, cust)
+    changes: dict[str, Any] = {}
+    if expires_at != "keep":
+        _check_open(row, now, "expires_at")
+        if expires_at is not None and expires_at <= row["effective_at"]:
+            raise ServiceError(
+                400,
+                "expires_at must be after the grant's effective_at.",
+                code="parameter_invalid",
+                param="expires_at",
+            )
+        changes["expires_at"] = expires_at
+    if metadata_change is not None:
+        changes["metadata"] = metadata_change(row["metadata"])
+    if changes:
+        changes["updated"] = now
+        repo.update(grants_t, gid, changes)
+        settle(repo, row["customer"])
+    return {**row, **changes}
+
+
+def _check_open(row: Mapping[str, Any], now: int, param: str) -> None:
+    if row["voided_at"] is not None:
+        raise ServiceError(
+            400, f"The credit grant {row['id']} is voided.", code="parameter_invalid", param=param
+        )
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        raise ServiceError(
+            400,
+            f"The credit grant {row['id']} has expired.",
+            code="parameter_invalid",
+            param=param,
+        )
+
+
+def expire(repo: Repo, gid: str) -> dict[str, Any]:
+    row = get(repo, gid)
+    now = _now_for(repo, customers_service.get(repo, row["customer"], param="customer"))
+    _check_open(row, now, "id")
+    changes = {"expires_at": now, "updated": now}
+    repo.update(grants_t, gid, changes)
+    settle(repo, row["customer"])
+    return {**row, **changes}
+
+
+def void(repo: Repo, gid: str) -> dict[str, Any]:
+    row = get(repo, gid)
+    now = _now_for(repo, customers_service.get(repo, row["customer"], param="customer"))
+    _check_open(row, now, "id")
+    changes = {"voided_at": now, "updated": now}
+    repo.update(grants_t, gid, changes)
+    settle(repo, row["customer"])
+    return {**row, **changes}
+
+
+def _entries(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[engine.Entry]]:
+    out: dict[str, list[engine.Entry]] = {}
+    for r in rows:
+        out.setdefault(r["credit_grant"], []).append(
+            engine.Entry(
+                r["credit_grant"],
+                r["type"],
+                r["amount"],
+                r["effective_at"],
+                r["invoice"],
+                r["invoice_line_item"],
+            )
+        )
+    return out
+
+
+def customer_grants(repo: Repo, customer: str) -> list[dict[str, Any]]:
+    repo.flush()
+    return [
+        dict(r)
+        for r in repo.conn.execute(
+            repo.select(grants_t, grants_t.c.customer == customer)
+        ).mappings()
+    ]
+
+
+def customer_entries(repo: Repo, customer: str) -> list[dict[str, Any]]:
+    repo.flush()
+    return [
+        dict(r)
+        for r in repo.conn.execute(repo.select(txns, txns.c.customer == customer)).mappings()
+    ]
+
+
+def write_entries(
+    repo: Repo, grant: Mapping[str, Any], entries: Sequence[engine.Entry], keys: Sequence[str]
+) -> None:
+    for e, key in zip(entries, keys, strict=True):
+        repo.insert_unless_exists(
+            txns,
+            {
+                "id": new_id("credbtx", 24),
+                "created": e.effective_at,
+                "customer": grant["customer"],
+                "credit_grant": e.grant,
+                "entry_key": key,
+                "type": e.type,
+                "amount": e.amount,
+                "currency": grant["currency"],
+                "effective_at": e.effective_at,
+                "invoice": e.invoice,
+                "invoice_line_item": e.line,
+                "test_clock": grant["test_clock"],
+            },
+        )
+
+
+def settle(repo: Repo, customer: str, now: int | None = None) -> None:
+    """Write every ledger entry due by now (the customer's time) for the customer's grants."""
+    if now is None:
+        cust = customers_service.get(repo, customer, param="customer")
+        now = _now_for(repo, cust)
+    grants = customer_grants(repo, customer)
+    by_grant = _entries(customer_entries(repo, customer))
+    for g in grants:
+        have = by_grant.get(g["id"], [])
+        due = engine.due_entries(as_engine(g), have, now)
+        closings = sum(1 for e in have if e.type in ("credits_expired", "credits_voided"))
+        keys = []
+        for e in due:
+            if e.type == "credits_granted":
+                keys.append(f"granted:{g['id']}")
+            else:
+                keys.append(f"closed:{g['id']}:{closings}")
+                closings += 1
+        write_entries(repo, g, due, keys)
+
+
+def _matches_scope(g: Mapping[str, Any], price_type: str | None, prices: list[str] | None) -> bool:
+    if price_type is not None:
+        return g["prices"] is None
+    return g["prices"] is not None and bool(set(g["prices"]) & set(prices or []))
+
+
+def balance_summary(
+    repo: Repo,
+    customer: str,
+    *,
+    credit_grant: str | None = None,
+    price_type: str | None = None,
+    prices: list[str] | None = None,
+) -> list[tuple[str, int, int]]:
+    """(currency, available, ledger) per currency of the matching grants, after settling."""
+    customers_service.get(repo, customer, param="customer")
+    if credit_grant is not None:
+        g = get(repo, credit_grant, param="filter[credit_grant]")
+        if g["customer"] != customer:
+            raise not_found("billing credit grant", credit_grant, "filter[credit_grant]")
+    settle(repo, customer)
+    grants = [
+        g
+        for g in customer_grants(repo, customer)
+        if (
+            g["id"] == credit_grant
+            if credit_grant is not None
+            else _matches_scope(g, price_type, prices)
+        )
+    ]
+    by_grant = _entries(customer_entries(repo, customer))
+    totals: dict[str, int] = {}
+    for g in grants:
+        totals[g["currency"]] = totals.get(g["currency"], 0) + engine.balance(
+            by_grant.get(g["id"], [])
+        )
+    # Nothing is reserved by drafts yet and expiries are written by `settle`: available = ledger.
+    return [(cur, amount, amount) for cur, amount in sorted(totals.items())]
+
+
+def list_transactions(repo: Repo, customer: str, credit_grant: str | None, **page: Any):
+    customers_service.get(repo, customer, param="customer")
+    settle(repo, customer)
+    where = [txns.c.customer == customer]
+    if credit_grant is not None:
+        where.append(txns.c.credit_grant == credit_grant)
+    return repo.page(txns, where, **page)
+
+
+def get_transaction(repo: Repo, tid: str) -> dict[str, Any]:
+    row = repo.get(txns, tid)
+    if row is None:
+        raise not_found("billing credit balance transaction", tid, "id")
+    return row
+
+
+__all__ = [
+    "GrantInput",
+    "balance_summary",
+    "create",
+    "expire",
+    "get",
+    "get_transaction",
+    "list_",
+    "list_transactions",
+    "settle",
+    "update",
+    "void",
+]
