@@ -265,3 +265,40 @@ def test_isolation(acct, server):
         other.v1.billing.credit_balance_transactions.list({"customer": cus.id})
     assert ei.value.http_status == 404
     assert g.id not in [x.id for x in other.v1.billing.credit_grants.list().data]
+
+
+def test_a_background_job_writes_entries_that_fall_due(acct):
+    """Wall-clock grants: the job writes `credits_granted` and `credits_expired` at their
+    effective times without anyone reading the ledger, exactly once however often it runs."""
+    import sqlalchemy as sa
+
+    from meterline.services import due_work
+    from meterline.store.db import Database
+    from meterline.store.tables import credit_balance_transactions as txns
+
+    server, _, client, _ = acct
+    cus = client.v1.customers.create({})
+    now = int(time.time())
+    g = client.v1.billing.credit_grants.create(
+        grant_params(cus.id, effective_at=now + 2, expires_at=now + 4)
+    )
+    db = Database(server.database_url)
+    try:
+
+        def stored():
+            with db.read() as conn:
+                return sorted(
+                    (r.type, r.effective_at)
+                    for r in conn.execute(sa.select(txns).where(txns.c.credit_grant == g.id))
+                )
+
+        assert stored() == []
+        assert due_work.settle_due_grants(db, now + 1) >= 0
+        assert stored() == []
+        due_work.settle_due_grants(db, now + 3)
+        assert stored() == [("credits_granted", now + 2)]
+        for _ in range(2):
+            due_work.settle_due_grants(db, now + 5)
+        assert stored() == [("credits_expired", now + 4), ("credits_granted", now + 2)]
+    finally:
+        db.dispose()

@@ -97,6 +97,16 @@ def main() -> None:
     "(0: never; answers stay exact either way, from the raw events the rollups lack).",
 )
 @click.option(
+    "--jobs-interval",
+    envvar="METERLINE_JOBS_INTERVAL",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between runs of the background jobs (credit ledger entries falling due, "
+    "purging expired idempotency keys and sessions), in each worker; one worker runs a job at "
+    "a time (0: never).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -109,6 +119,7 @@ def serve(
     workers: int,
     api_key: str | None,
     rollup_interval: float,
+    jobs_interval: float,
     log_level: str,
 ) -> None:
     """Apply the migrations and serve Stripe's API over HTTP."""
@@ -144,6 +155,7 @@ def serve(
     sys.stdout.flush()
     os.environ["METERLINE_DATABASE_URL"] = database_url
     os.environ["METERLINE_ROLLUP_INTERVAL"] = str(rollup_interval)
+    os.environ["METERLINE_JOBS_INTERVAL"] = str(jobs_interval)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

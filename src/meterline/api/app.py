@@ -22,7 +22,7 @@ from meterline import clock
 from meterline.api.routing import Route, Router
 from meterline.engine.errors import RuleViolation
 from meterline.ids import request_id as new_request_id
-from meterline.services import ServiceError, unit
+from meterline.services import ServiceError, due_work, unit
 from meterline.services import accounts as accounts_service
 from meterline.services import meter_event_stream as stream_service
 from meterline.services import rollups as rollups_service
@@ -180,6 +180,7 @@ class MeterlineApp:
         expanders: dict[tuple[str, str], Resolver],
         *,
         rollup_interval: float = 0.0,
+        jobs_interval: float = 0.0,
     ) -> None:
         self.db = db
         self.router = router
@@ -192,6 +193,9 @@ class MeterlineApp:
         # Seconds between rollup folds in this worker (0: none); see services.rollups.
         self.rollup_interval = rollup_interval
         self._builder: rollups_service.Builder | None = None
+        # Seconds between runs of the background jobs in this worker (0: none).
+        self.jobs_interval = jobs_interval
+        self._jobs: due_work.Jobs | None = None
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -203,10 +207,15 @@ class MeterlineApp:
                     if self.rollup_interval > 0:
                         self._builder = rollups_service.Builder(self.db, self.rollup_interval)
                         self._builder.start()
+                    if self.jobs_interval > 0:
+                        self._jobs = due_work.Jobs(self.db, self.jobs_interval)
+                        self._jobs.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
                     if self._builder is not None:
                         self._builder.stop()
+                    if self._jobs is not None:
+                        self._jobs.stop()
                     self._writer.shutdown(wait=True)
                     self.db.dispose()
                     await send({"type": "lifespan.shutdown.complete"})

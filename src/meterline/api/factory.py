@@ -21,7 +21,11 @@ MODULES = (customers, catalog, meters, meter_events, analytics, test_clocks, cre
 
 
 def build_app(
-    database_url: str, *, background_checkpoint: bool = True, rollup_interval: float = 0.0
+    database_url: str,
+    *,
+    background_checkpoint: bool = True,
+    rollup_interval: float = 0.0,
+    jobs_interval: float = 0.0,
 ) -> MeterlineApp:
     router = Router()
     expanders = {}
@@ -34,6 +38,7 @@ def build_app(
         router,
         expanders,
         rollup_interval=rollup_interval,
+        jobs_interval=jobs_interval,
     )
 
 
@@ -42,4 +47,5 @@ def create_app() -> MeterlineApp:
     return build_app(
         os.environ.get("METERLINE_DATABASE_URL", DEFAULT_URL),
         rollup_interval=float(os.environ.get("METERLINE_ROLLUP_INTERVAL", "1")),
+        jobs_interval=float(os.environ.get("METERLINE_JOBS_INTERVAL", "5")),
     )

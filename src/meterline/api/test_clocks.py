@@ -6,6 +6,7 @@ from typing import Any
 
 from meterline.api.app import Call
 from meterline.api.routing import Router
+from meterline.services import due_work
 from meterline.services import test_clocks as svc
 from meterline.wire.lists import envelope, read_page
 
@@ -47,7 +48,7 @@ def advance(call: Call) -> dict[str, Any]:
     p = call.params
     frozen = p.int("frozen_time", required=True, min=0, max=253_402_300_799)
     p.done()
-    return render(svc.advance(call.repo, call.path["test_clock"], frozen))  # type: ignore[arg-type]
+    return render(due_work.advance_clock(call.repo, call.path["test_clock"], frozen))  # type: ignore[arg-type]
 
 
 def list_(call: Call) -> dict[str, Any]:

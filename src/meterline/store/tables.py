@@ -64,6 +64,7 @@ idempotency_keys = sa.Table(
     sa.Column("status", sa.Integer, nullable=True),
     sa.Column("response", sa.LargeBinary, nullable=True),
     sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Index("ix_idempotency_keys_created", "created"),
 )
 
 customers = _owned(

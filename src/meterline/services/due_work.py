@@ -1,0 +1,132 @@
+"""Work that falls due with time: test clock advances and the background jobs of a worker.
+
+`advance_clock` moves a test clock and runs, for the customers on it, everything that fell due
+up to the new time (today: the credit ledger's grant and expiry entries; renewals and invoices
+will join in time order). `Jobs` runs in every `meterline serve` worker: each job name is held
+by one worker at a time (a database lock), so several workers never run one job twice, and a job
+works from the database's state, so whatever fell due while no worker ran is caught up.
+
+Always true: every job is idempotent (ledger entries are written under unique keys), so a job
+that runs again, or a request that settles first, changes nothing twice.
+May import: engine, store, clock, other services.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from meterline import clock
+from meterline.services import credits, test_clocks
+from meterline.store.db import Database
+from meterline.store.repo import Repo, Scope
+from meterline.store.tables import (
+    credit_balance_transactions,
+    credit_grants,
+    customers,
+    idempotency_keys,
+    meter_event_sessions,
+)
+
+log = logging.getLogger("meterline.jobs")
+
+IDEMPOTENCY_TTL = 24 * 3600
+SESSION_KEEP = 24 * 3600  # expired stream sessions are kept a day (their 401 says "expired")
+
+
+def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]:
+    row = test_clocks.advance(repo, clock_id, frozen_time)
+    c = customers.c
+    for (cid,) in repo.conn.execute(
+        sa.select(c.id).where(
+            c.account_id == repo.scope.account_id,
+            c.livemode == repo.scope.livemode,
+            c.test_clock == clock_id,
+            c.deleted.is_(False),
+        )
+    ):
+        credits.settle(repo, cid, frozen_time)
+    return row
+
+
+def settle_due_grants(db: Database, now: int) -> int:
+    """Settle every wall-clock customer with a grant whose next ledger entry is due: effective
+    without its grant entry, or ended (expired or voided) since. Returns the customers settled."""
+    g, t = credit_grants.c, credit_balance_transactions.c
+    granted = sa.exists().where(
+        t.account_id == g.account_id,
+        t.livemode == g.livemode,
+        t.credit_grant == g.id,
+        t.type == "credits_granted",
+    )
+    closed = sa.exists().where(
+        t.account_id == g.account_id,
+        t.livemode == g.livemode,
+        t.credit_grant == g.id,
+        t.type.in_(("credits_expired", "credits_voided")),
+    )
+    ended = sa.or_(g.expires_at <= now, g.voided_at.is_not(None))
+    q = (
+        sa.select(g.account_id, g.livemode, g.customer)
+        .where(g.test_clock.is_(None))
+        .where(sa.or_(sa.and_(g.effective_at <= now, ~granted), sa.and_(ended, ~closed)))
+        .distinct()
+    )
+    with db.read() as conn:
+        due = [(a, bool(lm), c) for a, lm, c in conn.execute(q)]
+    for account, live, customer in due:
+        with db.write() as conn:
+            credits.settle(Repo(conn, Scope(account, live)), customer, now)
+    return len(due)
+
+
+def purge(db: Database, now: int) -> None:
+    with db.write() as conn:
+        k, s = idempotency_keys.c, meter_event_sessions.c
+        conn.execute(idempotency_keys.delete().where(k.created < now - IDEMPOTENCY_TTL))
+        conn.execute(meter_event_sessions.delete().where(s.expires_at < now - SESSION_KEEP))
+
+
+JOBS: dict[str, Callable[[Database, int], Any]] = {
+    "credits.settle": settle_due_grants,
+    "purge": purge,
+}
+
+
+class Jobs:
+    """Runs every job about every `interval` seconds on a thread of its own."""
+
+    def __init__(self, db: Database, interval: float = 5.0) -> None:
+        self.db = db
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meterline-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def run_once(self) -> None:
+        for name, job in JOBS.items():
+            with self.db.try_exclusive(f"job:{name}") as mine:
+                if not mine:
+                    continue
+                try:
+                    job(self.db, clock.now())
+                except Exception:  # one job's failure changes nothing and stops no other
+                    log.exception("job %s failed; retrying in %.0f s", name, self.interval)
+
+    def _run(self) -> None:
+        self.run_once()  # catch up on what fell due while no worker ran
+        while not self._stop.wait(self.interval):
+            self.run_once()
+
+
+__all__ = ["JOBS", "Jobs", "advance_clock", "purge", "settle_due_grants"]
