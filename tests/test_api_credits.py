@@ -302,3 +302,49 @@ def test_a_background_job_writes_entries_that_fall_due(acct):
         assert stored() == [("credits_expired", now + 4), ("credits_granted", now + 2)]
     finally:
         db.dispose()
+
+
+def test_concurrent_readers_write_each_entry_once(acct):
+    """20 clients over 2 workers read the ledger of a customer whose grant has just ended: the
+    expiry is written once (unique entry keys), and the balance is 0, not negative."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, key, client, _ = acct
+    frozen = int(time.time()) - 50 * DAY
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": frozen})
+    cus = client.v1.customers.create({"test_clock": clock.id})
+    client.v1.billing.credit_grants.create(
+        grant_params(cus.id, effective_at=frozen - DAY, expires_at=frozen + DAY)
+    )
+    # Move the clock row only (no settling): then let 20 readers race to settle.
+    import sqlalchemy as sa
+
+    from meterline.services import test_clocks
+    from meterline.store.db import Database
+    from meterline.store.repo import Repo, Scope
+
+    db = Database(server.database_url)
+    try:
+        with db.write() as conn:
+            acct_id = conn.execute(
+                sa.text("SELECT account_id FROM customers WHERE id = :c"), {"c": cus.id}
+            ).scalar_one()
+            test_clocks.advance(Repo(conn, Scope(acct_id, False)), clock.id, frozen + 2 * DAY)
+    finally:
+        db.dispose()
+
+    def read(_):
+        with server.http(key) as http:
+            r = http.get("/v1/billing/credit_balance_transactions", params={"customer": cus.id})
+            assert r.status_code == 200, r.text
+            return len(r.json()["data"])
+
+    with ThreadPoolExecutor(20) as pool:
+        counts = list(pool.map(read, range(20)))
+    assert set(counts) == {2}
+    txns = ledger(client, cus.id)
+    assert sorted((t["credit"] or t["debit"])["type"] for t in txns) == [
+        "credits_expired",
+        "credits_granted",
+    ]
+    assert summary(client, cus.id)["balances"][0]["ledger_balance"]["monetary"]["value"] == 0
