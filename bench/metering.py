@@ -992,7 +992,7 @@ def machine() -> dict[str, str]:
 HEADER = [
     "database",
     "query",
-    "meter events read",
+    "meter events in range",
     "p50 ms",
     "p99 ms",
     "queries",

@@ -230,7 +230,7 @@ class Database:
         if not path or path == ":memory:":
             yield True
             return
-        fd = os.open(f"{path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f"{path}.{name.replace(':', '-')}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
