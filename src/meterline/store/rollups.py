@@ -107,24 +107,21 @@ def watermark(conn: Connection, *, lock: str | None = None) -> int:
 
 
 def advance(conn: Connection, old: int, new: int, now: int) -> bool:
-    """Move the watermark from `old` to `new`; False when another builder moved it first."""
+    """Move the watermark from `old` to `new`; False when another builder moved it first. (Its
+    row is made by the migrations, so this only ever updates.)"""
     t = rollup_state
-    done = conn.execute(
-        t.update().where(t.c.name == STATE, t.c.watermark == old).values(watermark=new, updated=now)
-    ).rowcount
-    if done:
-        return True
-    if old == 0 and conn.execute(sa.select(t.c.name).where(t.c.name == STATE)).first() is None:
-        return _insert_ignore(conn, t, {"name": STATE, "watermark": new, "updated": now}) == 1
-    return False
+    return bool(
+        conn.execute(
+            t.update()
+            .where(t.c.name == STATE, t.c.watermark == old)
+            .values(watermark=new, updated=now)
+        ).rowcount
+    )
 
 
 def set_watermark(conn: Connection, value: int, now: int) -> None:
     t = rollup_state
-    if not conn.execute(
-        t.update().where(t.c.name == STATE).values(watermark=value, updated=now)
-    ).rowcount:
-        conn.execute(t.insert().values(name=STATE, watermark=value, updated=now))
+    conn.execute(t.update().where(t.c.name == STATE).values(watermark=value, updated=now))
 
 
 def meter_settings(conn: Connection) -> dict[tuple[str, bool, str], tuple[tuple[str, ...], bool]]:
@@ -276,14 +273,6 @@ def _upsert_postgresql(conn: Connection, rows: list[dict[str, Any]]) -> None:
         constraint="pk_meter_usage_rollups", set_={c: stmt.excluded[c] for c in _VALUES}
     )
     conn.execute(stmt, rows)
-
-
-def _insert_ignore(conn: Connection, table: sa.Table, row: dict[str, Any]) -> int:
-    """Insert one row unless its key exists; the number of rows inserted (0 or 1)."""
-    ins = sqlite_dialect.insert if conn.dialect.name == "sqlite" else pg_dialect.insert
-    key = list(table.primary_key.columns)[0]
-    stmt = ins(table).values(**row).on_conflict_do_nothing().returning(key)
-    return 0 if conn.execute(stmt).first() is None else 1
 
 
 def store_cells(conn: Connection, values: dict[Cell, CellValue], batch: int = 5_000) -> None:
