@@ -280,7 +280,7 @@ def test_a_background_job_writes_entries_that_fall_due(acct):
     cus = client.v1.customers.create({})
     now = int(time.time())
     g = client.v1.billing.credit_grants.create(
-        grant_params(cus.id, effective_at=now + 2, expires_at=now + 4)
+        grant_params(cus.id, effective_at=now + 60, expires_at=now + 120)
     )
     db = Database(server.database_url)
     try:
@@ -293,13 +293,14 @@ def test_a_background_job_writes_entries_that_fall_due(acct):
                 )
 
         assert stored() == []
-        assert due_work.settle_due_grants(db, now + 1) >= 0
+        # Times ahead of the wall clock, so the server's own job (on real time) stays out of it.
+        assert due_work.settle_due_grants(db, now + 59) >= 0
         assert stored() == []
-        due_work.settle_due_grants(db, now + 3)
-        assert stored() == [("credits_granted", now + 2)]
+        due_work.settle_due_grants(db, now + 61)
+        assert stored() == [("credits_granted", now + 60)]
         for _ in range(2):
-            due_work.settle_due_grants(db, now + 5)
-        assert stored() == [("credits_expired", now + 4), ("credits_granted", now + 2)]
+            due_work.settle_due_grants(db, now + 121)
+        assert stored() == [("credits_expired", now + 120), ("credits_granted", now + 60)]
     finally:
         db.dispose()
 
