@@ -1,5 +1,6 @@
 """Use cases: each function runs inside one request's transaction (a `Repo`), loads, applies the
-engine's rules, and stores. The only place where business steps are sequenced.
+engine's rules, and stores. The only place where business steps are sequenced. Background work
+(`rollups.Builder`, `due_work.Jobs`) also lives here and runs its own transactions.
 
 Always true: a service raises `ServiceError` (or the engine's `RuleViolation`) before it writes
 anything it would have to undo, and the caller's transaction makes a failure change nothing.
