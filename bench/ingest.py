@@ -78,13 +78,16 @@ from bench.run import (  # noqa: E402
     PhaseError,
     Server,
     call,
+    descendants,
     ensure_wrk,
     free_port,
+    loadavg,
     log_tail,
     machine_info,
     meterline_cli,
     parse_wrk,
     recreate_postgres_database,
+    run_logged,
 )
 
 OUT = ROOT / "bench" / "out" / "ingest"
@@ -265,30 +268,6 @@ class Phase:
 # --------------------------------------------------------------------------- helpers
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (the server and its uvicorn workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [pid], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of these processes (those gone are skipped)."""
     ticks = 0
@@ -330,17 +309,7 @@ def rfc3339_now() -> str:
 
 
 def run_cli(args: list[str], log: Path, timeout: float = 300) -> str:
-    cmd = [meterline_cli(), *args]
-    with log.open("ab") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n".encode())
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    with log.open("a") as fh:
-        fh.write(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise PhaseError(
-            f"{shlex.join(cmd)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}"
-        )
-    return proc.stdout
+    return run_logged([meterline_cli(), *args], log, timeout)
 
 
 class Counter:
@@ -570,7 +539,7 @@ def wrk_once(
         ]
         print(f"  $ {shlex.join(shown)}", flush=True)
     before = counter.count()
-    server_pids = process_tree(server.proc.pid) if server.proc else []
+    server_pids = [server.proc.pid, *descendants(server.proc.pid)] if server.proc else []
     pg_pids = counter.backends()
     cpu0 = (cpu_seconds(server_pids), cpu_seconds(pg_pids), children_cpu())
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60)

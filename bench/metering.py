@@ -72,9 +72,12 @@ from rich.progress import (  # noqa: E402
 from bench.run import (  # noqa: E402
     PhaseError,
     Server,
+    descendants,
     free_port,
+    loadavg,
     meterline_cli,
     recreate_postgres_database,
+    run_logged,
 )
 
 OUT = ROOT / "bench" / "out" / "metering"
@@ -313,14 +316,7 @@ def run_generator(ds: DataSet, label: str, sink) -> float:
 
 
 def run(cmd: list[str], log: Path) -> str:
-    with log.open("ab") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n".encode())
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    with log.open("a") as fh:
-        fh.write(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise PhaseError(f"{shlex.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout
+    return run_logged(cmd, log, timeout=600)
 
 
 def make_account(url: str, ds: DataSet, log: Path) -> None:
@@ -683,26 +679,6 @@ def measure_series(
     return s
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in children.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def memory(pid: int) -> dict[str, Any] | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -830,10 +806,6 @@ def database_size_mb(database: str, url: str) -> float:
 
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def phase_run(database: str, args, start: int, end: int, duck_state: dict) -> Phase:

@@ -309,6 +309,45 @@ def call(
         return exc.code, exc.read()
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def descendants(pid: int) -> list[int]:
+    """The descendants of `pid` (a server's uvicorn workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def run_logged(cmd: list[str], log: Path, timeout: float = 600) -> str:
+    """Run a command from the repository root, its output appended to `log`; its stdout, or
+    PhaseError when it fails."""
+    with log.open("ab") as fh:
+        fh.write(f"$ {shlex.join(cmd)}\n".encode())
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    with log.open("a") as fh:
+        fh.write(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise PhaseError(
+            f"{shlex.join(cmd)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}"
+        )
+    return proc.stdout
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
