@@ -11,7 +11,7 @@ from meterline.engine.money import check_currency
 from meterline.services import credits as svc
 from meterline.wire.errors import invalid
 from meterline.wire.lists import envelope, read_page
-from meterline.wire.params import merge_metadata
+from meterline.wire.params import Params, merge_metadata
 
 
 def _monetary(currency: str, value: int) -> dict[str, Any]:
@@ -83,6 +83,23 @@ def render_transaction(row: Any) -> dict[str, Any]:
     }
 
 
+def _scope(parent: Params, key: str) -> tuple[str | None, list[str] | None]:
+    """`{key}[price_type]=metered` or `{key}[prices][i][id]`, exactly one of them."""
+    s = parent.obj(key, required=True)
+    price_type = s.enum("price_type", ("metered",))
+    items = s.obj_list("prices", max_items=svc.MAX_PRICES)
+    name = parent.name(key)
+    if (price_type is None) == (items is None) or (items is not None and not items):
+        raise invalid(
+            name,
+            f"Give {name}[price_type]=metered or up to {svc.MAX_PRICES} {name}[prices][i][id], "
+            "not both and not neither.",
+            "parameter_invalid",
+        )
+    prices = None if items is None else [i.str("id", required=True, max_len=255) for i in items]
+    return price_type, prices  # type: ignore[return-value]
+
+
 def create(call: Call) -> dict[str, Any]:
     p = call.params
     customer = p.str("customer", required=True, max_len=255)
@@ -93,25 +110,7 @@ def create(call: Call) -> dict[str, Any]:
         monetary.str("currency", required=True, max_len=3), "amount[monetary][currency]"
     )
     value = monetary.int("value", required=True, min=1, max=99_999_999_999)
-    scope = p.obj("applicability_config", required=True).obj("scope", required=True)
-    price_type = scope.enum("price_type", ("metered",))
-    price_items = scope.obj_list("prices", max_items=svc.MAX_PRICES)
-    if (price_type is None) == (price_items is None):
-        raise invalid(
-            "applicability_config[scope]",
-            "Give applicability_config[scope][price_type]=metered or up to 20 "
-            "applicability_config[scope][prices][i][id], not both and not neither.",
-            "parameter_invalid",
-        )
-    prices = None
-    if price_items is not None:
-        if not price_items:
-            raise invalid(
-                "applicability_config[scope][prices]",
-                "applicability_config[scope][prices] needs at least one price.",
-                "parameter_invalid",
-            )
-        prices = [item.str("id", required=True, max_len=255) for item in price_items]
+    _, prices = _scope(p.obj("applicability_config", required=True), "scope")
     category = p.enum("category", ("paid", "promotional")) or "paid"
     priority = p.int("priority", min=0, max=100)
     effective_at = p.int("effective_at", min=0)
@@ -195,18 +194,7 @@ def summary(call: Call) -> dict[str, Any]:
     if kind == "credit_grant":
         grant = f.str("credit_grant", required=True, max_len=255)
     else:
-        s = f.obj("applicability_scope", required=True)
-        price_type = s.enum("price_type", ("metered",))
-        items = s.obj_list("prices", max_items=svc.MAX_PRICES)
-        if (price_type is None) == (items is None):
-            raise invalid(
-                "filter[applicability_scope]",
-                "Give filter[applicability_scope][price_type]=metered or "
-                "filter[applicability_scope][prices][i][id].",
-                "parameter_invalid",
-            )
-        if items is not None:
-            prices = [i.str("id", required=True, max_len=255) for i in items]
+        price_type, prices = _scope(f, "applicability_scope")
     p.done()
     rows = svc.balance_summary(
         call.repo,

@@ -171,24 +171,24 @@ def _check_open(row: Mapping[str, Any], now: int, param: str) -> None:
         )
 
 
-def expire(repo: Repo, gid: str) -> dict[str, Any]:
+def _end(repo: Repo, gid: str, field: str) -> dict[str, Any]:
+    """Expire (`expires_at`) or void (`voided_at`) a grant now, at the customer's time, and write
+    the debit of what remains."""
     row = get(repo, gid)
     now = _now_for(repo, customers_service.get(repo, row["customer"], param="customer"))
     _check_open(row, now, "id")
-    changes = {"expires_at": now, "updated": now}
+    changes = {field: now, "updated": now}
     repo.update(grants_t, gid, changes)
     settle(repo, row["customer"])
     return {**row, **changes}
+
+
+def expire(repo: Repo, gid: str) -> dict[str, Any]:
+    return _end(repo, gid, "expires_at")
 
 
 def void(repo: Repo, gid: str) -> dict[str, Any]:
-    row = get(repo, gid)
-    now = _now_for(repo, customers_service.get(repo, row["customer"], param="customer"))
-    _check_open(row, now, "id")
-    changes = {"voided_at": now, "updated": now}
-    repo.update(grants_t, gid, changes)
-    settle(repo, row["customer"])
-    return {**row, **changes}
+    return _end(repo, gid, "voided_at")
 
 
 def _entries(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[engine.Entry]]:

@@ -92,8 +92,6 @@ def _recompute_cancelled(conn, meters: _Meters, upto: int) -> None:
             for ts, value, seq, payload in store.cell_events(
                 conn, a, lm, c, m, bucket, bucket + res, upto
             ):
-                payload = orjson.loads(payload) if isinstance(payload, (str, bytes)) else payload
-                value = store._dec(value)
                 k = (a, lm, c, m, res, bucket, dims_key(keys, payload))
                 cells[k] = merge(cells.get(k, EMPTY), Partial(value, 1, ts, seq, value))
         store.replace_cell_span(

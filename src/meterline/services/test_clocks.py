@@ -61,8 +61,7 @@ def delete(repo: Repo, cid: str) -> None:
 
 
 def advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
-    """Move the clock forward to `frozen_time`. What falls due on the way runs in the same
-    transaction, so the clock is `ready` again when the call returns."""
+    """Move the clock forward to `frozen_time` (the caller runs what falls due on the way)."""
     row = get(repo, cid, param="test_clock")
     if frozen_time <= row["frozen_time"]:
         raise ServiceError(
@@ -72,9 +71,9 @@ def advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
             code="parameter_invalid",
             param="frozen_time",
         )
-    repo.update(t, cid, {"status": "advancing"})
-    # Due work (grant effectivity and expiry, renewals, invoices) will run here, in time order.
-    repo.update(t, cid, {"frozen_time": frozen_time, "status": "ready"})
+    # The due work runs in this same transaction (services.due_work.advance_clock), so no other
+    # request ever sees the clock `advancing`: it is `ready` at its new time when this commits.
+    repo.update(t, cid, {"frozen_time": frozen_time})
     return {**row, "frozen_time": frozen_time, "status": "ready"}
 
 

@@ -367,7 +367,8 @@ def cell_events(
     upto: int,
 ) -> list[tuple]:
     """(timestamp, value, seq, payload) of the counting events of one customer and meter in
-    [start, end) with seq <= upto."""
+    [start, end) with seq <= upto; the value a Decimal and the payload a dict (the columns'
+    types decode them)."""
     t = meter_events.c
     q = sa.select(t.timestamp, t.value, t.seq, t.payload).where(
         t.account_id == account,
