@@ -349,3 +349,60 @@ def test_concurrent_readers_write_each_entry_once(acct):
         "credits_granted",
     ]
     assert summary(client, cus.id)["balances"][0]["ledger_balance"]["monetary"]["value"] == 0
+
+
+def test_every_grant_response_matches_the_schema_and_refusals_change_nothing(acct):
+    from openapi_check import assert_list_of
+
+    _, _, client, _ = acct
+    cus = client.v1.customers.create({})
+    g = client.v1.billing.credit_grants.create(
+        grant_params(cus.id, expires_at=int(time.time()) + DAY)
+    )
+    for obj in (
+        client.v1.billing.credit_grants.update(g.id, {"metadata": {"k": "v"}}),
+        client.v1.billing.credit_grants.expire(g.id),
+    ):
+        assert_matches(d(obj), "billing.credit_grant")
+    g2 = client.v1.billing.credit_grants.create(grant_params(cus.id))
+    assert_matches(d(client.v1.billing.credit_grants.void_grant(g2.id)), "billing.credit_grant")
+    assert_list_of(
+        d(client.v1.billing.credit_grants.list({"customer": cus.id})), "billing.credit_grant"
+    )
+    assert_list_of(
+        d(client.v1.billing.credit_balance_transactions.list({"customer": cus.id})),
+        "billing.credit_balance_transaction",
+    )
+    before = (
+        [d(x) for x in client.v1.billing.credit_grants.list({"customer": cus.id}).data],
+        ledger(client, cus.id),
+    )
+    for call in (
+        lambda: client.v1.billing.credit_grants.void_grant(g.id),  # expired already
+        lambda: client.v1.billing.credit_grants.expire(g2.id),  # voided already
+        lambda: client.v1.billing.credit_grants.update(g.id, {"expires_at": 5}),
+        lambda: client.v1.billing.credit_grants.update(g.id, {"priority": 3}),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as ei:
+            call()
+        assert ei.value.http_status == 400
+        assert_error(ei.value.json_body, "invalid_request_error")
+    for flt, param in (
+        ({"type": "credit_grant"}, "filter[credit_grant]"),
+        ({"type": "other"}, "filter[type]"),
+        (
+            {
+                "type": "applicability_scope",
+                "applicability_scope": {"prices": [{"id": "p"}], "price_type": "metered"},
+            },
+            "filter[applicability_scope]",
+        ),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as ei:
+            client.v1.billing.credit_balance_summary.retrieve({"customer": cus.id, "filter": flt})
+        assert ei.value.param == param
+    after = (
+        [d(x) for x in client.v1.billing.credit_grants.list({"customer": cus.id}).data],
+        ledger(client, cus.id),
+    )
+    assert after == before

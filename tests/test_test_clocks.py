@@ -125,3 +125,45 @@ def test_meter_events_of_a_customer_on_a_clock_follow_its_time(acct):
             {"event_name": name, "type": "cancel", "cancel": {"identifier": ev.identifier}}
         )
     assert ei.value.http_status == 400
+
+
+def test_every_response_matches_the_schema_and_bad_input_changes_nothing(acct):
+    """Each test clock endpoint through the SDK, its body checked against the spec; refused
+    calls leave the clocks as they were."""
+    from openapi_check import assert_list_of
+
+    server, key, client = acct
+    frozen = int(time.time())
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": frozen})
+    assert_matches(
+        client.v1.test_helpers.test_clocks.retrieve(clock.id)._to_dict_recursive(),
+        "test_helpers.test_clock",
+    )
+    advanced = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 60})
+    assert_matches(advanced._to_dict_recursive(), "test_helpers.test_clock")
+    listed = client.v1.test_helpers.test_clocks.list({"limit": 3})
+    assert_list_of(listed._to_dict_recursive(), "test_helpers.test_clock")
+
+    def clocks():
+        return [
+            c._to_dict_recursive()
+            for c in client.v1.test_helpers.test_clocks.list({"limit": 100}).data
+        ]
+
+    before = clocks()
+    for params, param in (
+        ({"frozen_time": -1}, "frozen_time"),
+        ({"frozen_time": frozen, "name": "x" * 301}, "name"),
+        ({"frozen_time": frozen, "colour": "blue"}, "colour"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as ei:
+            client.v1.test_helpers.test_clocks.create(params)
+        assert ei.value.http_status == 400 and ei.value.param == param
+        assert_error(ei.value.json_body, "invalid_request_error", param=param)
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 30})
+    assert "forward" in ei.value.user_message
+    with pytest.raises(stripe.InvalidRequestError) as ei:
+        client.v1.test_helpers.test_clocks.advance("clock_missing", {"frozen_time": frozen})
+    assert ei.value.http_status == 404 and ei.value.param == "test_clock"
+    assert clocks() == before
