@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterline.engine.catalog import PriceSpec, Tier
+from meterline.engine.catalog import PriceSpec, Recurring, Tier
 from meterline.engine.credits import (
     Entry,
     Grant,
@@ -29,6 +29,15 @@ from meterline.engine.credits import (
     give_back,
     invoice_totals,
     is_active,
+)
+from meterline.engine.invoices import (
+    Cycle,
+    Item,
+    first_period,
+    licensed_lines,
+    metered_lines,
+    prorated,
+    renew,
 )
 from meterline.engine.periods import boundary, period_containing
 from meterline.engine.pricing import billed_quantity, exact_amount, line_amount
@@ -322,3 +331,103 @@ def test_random_histories_keep_every_invariant(history):
             )
             assert applied <= given
         assert sum(balance(ledger, g) for g in grants) == balance(ledger)
+
+
+# --- subscription cycles and invoice lines (engine.invoices) -----------------------------------
+
+
+def _item(iid, spec, quantity=None, meter=None, name="API"):
+    return Item(iid, f"price_{iid}", "prod_1", name, spec, quantity, meter)
+
+
+LICENSED = PriceSpec("usd", unit_amount=1000, recurring=Recurring("month"))
+METERED = PriceSpec(
+    "usd",
+    unit_amount_decimal=Decimal("0.5"),
+    transform_divide_by=10,
+    transform_round="up",
+    recurring=Recurring("month", usage_type="metered", meter="mtr_1"),
+)
+
+
+def test_first_period_from_now_a_future_anchor_or_a_trial():
+    now = u("2026-01-10T12:00:00")
+    assert first_period(now, now, "month", 1, None) == (
+        now,
+        u("2026-02-10T12:00:00"),
+        now,
+        u("2026-02-10T12:00:00"),
+    )
+    anchor = u("2026-02-01T00:00:00")
+    # Up to the anchor: a part of the month that ends there.
+    assert first_period(now, anchor, "month", 1, None) == (
+        now,
+        anchor,
+        u("2026-01-01T00:00:00"),
+        anchor,
+    )
+    trial_end = now + 7 * 86_400
+    assert first_period(now, trial_end, "month", 1, trial_end) == (now, trial_end, now, trial_end)
+
+
+def test_renewals_walk_the_clamped_month_ends_and_end_on_cancel():
+    a = u("2026-01-31T10:00:00")
+    c = Cycle(a, "month", 1, a, u("2026-02-28T10:00:00"))
+    r = renew(c)
+    assert r.usage == (a, u("2026-02-28T10:00:00"))
+    assert r.next == (u("2026-02-28T10:00:00"), u("2026-03-31T10:00:00")) == r.whole
+    assert not r.trial_ended
+    # A trial ending before the anchor: the trial bills no usage, the next period runs to the
+    # anchor as a part of the whole month.
+    t_end = u("2026-01-20T00:00:00")
+    anchor = u("2026-02-01T00:00:00")
+    r = renew(Cycle(anchor, "month", 1, u("2026-01-13T00:00:00"), t_end, trial_end=t_end))
+    assert r.usage is None and r.trial_ended
+    assert r.next == (t_end, anchor) and r.whole == (u("2026-01-01T00:00:00"), anchor)
+    r = renew(Cycle(a, "month", 1, a, u("2026-02-28T10:00:00"), cancel_at_period_end=True))
+    assert r.next is None and r.usage == (a, u("2026-02-28T10:00:00"))
+
+
+def test_lines_in_advance_in_arrears_prorated_and_in_trial():
+    items = [_item("lic", LICENSED, quantity=3), _item("met", METERED, meter="mtr_1")]
+    lic = licensed_lines(items, 0, 100)
+    assert [(x.item, x.amount, x.quantity, x.proration) for x in lic] == [("lic", 3000, 3, False)]
+    # 10 of 31 days: 3000 x 10/31 = 967.74 -> 968 (half-up once).
+    part = licensed_lines(items, 21 * 86_400, 31 * 86_400, (0, 31 * 86_400))
+    assert part[0].amount == 968 and part[0].proration
+    assert part[0].description.startswith("Remaining time on 3 × API")
+    assert licensed_lines(items, 0, 100, trial=True)[0].amount == 0
+    # 1,234 tokens / 10, rounded up = 124 units x 0.5 = 62.
+    met = metered_lines(items, {"mtr_1": Decimal(1234)}, 0, 100)
+    assert [(x.item, x.quantity, x.amount, x.metered) for x in met] == [
+        ("met", Decimal(124), 62, True)
+    ]
+    # Negative or missing usage bills 0.
+    assert metered_lines(items, {"mtr_1": Decimal(-5)}, 0, 100)[0].amount == 0
+    assert metered_lines(items, {}, 0, 100)[0].amount == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 4_000_000_000),
+    st.sampled_from(["day", "week", "month", "year"]),
+    st.integers(1, 3),
+    st.integers(1, 40),
+)
+def test_renewals_tile_time_without_gaps_or_overlaps(anchor, interval, count, n):
+    start, end, _, _ = first_period(anchor, anchor, interval, count, None)
+    c = Cycle(anchor, interval, count, start, end)
+    for _ in range(n):
+        r = renew(c)
+        assert r.usage == (c.period_start, c.period_end)
+        assert r.next is not None and r.next[0] == c.period_end < r.next[1]
+        c = Cycle(anchor, interval, count, *r.next)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**9), st.integers(1, 10**7), st.integers(0, 10**7))
+def test_proration_is_bounded_by_the_whole(amount, whole, part):
+    part = min(part, whole)
+    got = prorated(Decimal(amount), part, whole)
+    assert 0 <= got <= amount
+    assert abs(Decimal(got) - Decimal(amount) * part / whole) <= Decimal("0.5")

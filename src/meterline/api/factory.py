@@ -9,15 +9,27 @@ from meterline.api import (
     catalog,
     credits,
     customers,
+    invoices,
     meter_events,
     meters,
+    subscriptions,
     test_clocks,
 )
 from meterline.api.app import MeterlineApp
 from meterline.api.routing import Router
 from meterline.store.db import DEFAULT_URL, Database
 
-MODULES = (customers, catalog, meters, meter_events, analytics, test_clocks, credits)
+MODULES = (
+    customers,
+    catalog,
+    meters,
+    meter_events,
+    analytics,
+    test_clocks,
+    credits,
+    subscriptions,
+    invoices,
+)
 
 
 def build_app(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
 from meterline import clock
-from meterline.engine.catalog import Names, PriceSpec, check_price
+from meterline.engine.catalog import Names, PriceSpec, Recurring, Tier, check_price
 from meterline.ids import new_id
 from meterline.services import ServiceError, not_found
 from meterline.store.repo import Repo
@@ -147,6 +148,46 @@ def _spec_columns(spec: PriceSpec) -> dict[str, Any]:
     )
 
 
+def spec_of(row: RowMapping | dict[str, Any]) -> PriceSpec:
+    """The price row as the pricing rules see it (the inverse of `_spec_columns`)."""
+
+    def dec(v: Any) -> Decimal | None:
+        return None if v is None else Decimal(v)
+
+    tiers = None
+    if row["tiers"] is not None:
+        tiers = tuple(
+            Tier(
+                up_to=t.get("up_to"),
+                unit_amount=t.get("unit_amount"),
+                unit_amount_decimal=dec(t.get("unit_amount_decimal")),
+                flat_amount=t.get("flat_amount"),
+                flat_amount_decimal=dec(t.get("flat_amount_decimal")),
+            )
+            for t in row["tiers"]
+        )
+    recurring = None
+    if row["type"] == "recurring":
+        recurring = Recurring(
+            interval=row["interval"],
+            interval_count=row["interval_count"],
+            usage_type=row["usage_type"],
+            meter=row["meter"],
+            trial_period_days=row["trial_period_days"],
+        )
+    return PriceSpec(
+        currency=row["currency"],
+        billing_scheme=row["billing_scheme"],
+        unit_amount=row["unit_amount"],
+        unit_amount_decimal=dec(row["unit_amount_decimal"]),
+        tiers=tiers,
+        tiers_mode=row["tiers_mode"],
+        transform_divide_by=row["transform_divide_by"],
+        transform_round=row["transform_round"],
+        recurring=recurring,
+    )
+
+
 def _claim_lookup_key(repo: Repo, lookup_key: str, transfer: bool, own_id: str | None) -> None:
     repo.lock("prices.lookup_key", lookup_key)
     holder = repo.first(prices, prices.c.lookup_key == lookup_key)
@@ -234,6 +275,14 @@ def get_price(repo: Repo, pid: str, *, kind: str = "price", param: str = "id") -
     row = repo.get(prices, pid)
     if row is None or row["deleted"] or (kind == "plan" and row["type"] != "recurring"):
         raise not_found(kind, pid, param)
+    return row
+
+
+def get_price_any(repo: Repo, pid: str, *, param: str = "price") -> RowMapping:
+    """A price whatever its state (an invoice still bills a price deleted since)."""
+    row = repo.get(prices, pid)
+    if row is None:
+        raise not_found("price", pid, param)
     return row
 
 

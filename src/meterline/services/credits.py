@@ -6,6 +6,11 @@ clock's) says which entries are due (the grant once effective; the debit of what
 expired or voided), and each is written under a deterministic `entry_key`, insert-if-absent, so
 whichever request or job notices first writes it and nobody writes it twice.
 
+Every writer of a customer's ledger (settle with something due, finalization, invoice void,
+expire, void) first takes `lock_customer`, and reads balances after it, so two workers never
+spend one credit twice. The balance summary's `available_balance` is the ledger balance less
+what the customer's draft invoices would take at finalization (`reserved_by_drafts`).
+
 Always true: a grant's ledger sums to its balance, which is never below 0; an ended grant's
 balance is 0 once settled; grants and entries of one account are invisible to another.
 May import: engine, store, clock, ids, other services.
@@ -17,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from meterline import clock
 from meterline.engine import credits as engine
 from meterline.ids import new_id
@@ -26,6 +33,7 @@ from meterline.services import customers as customers_service
 from meterline.store.repo import Repo
 from meterline.store.tables import credit_balance_transactions as txns
 from meterline.store.tables import credit_grants as grants_t
+from meterline.store.tables import invoice_lines, invoices
 
 MAX_PRICES = 20
 
@@ -174,7 +182,8 @@ def _check_open(row: Mapping[str, Any], now: int, param: str) -> None:
 def _end(repo: Repo, gid: str, field: str) -> dict[str, Any]:
     """Expire (`expires_at`) or void (`voided_at`) a grant now, at the customer's time, and write
     the debit of what remains."""
-    row = get(repo, gid)
+    lock_customer(repo, get(repo, gid)["customer"])
+    row = get(repo, gid)  # read again under the lock
     now = _now_for(repo, customers_service.get(repo, row["customer"], param="customer"))
     _check_open(row, now, "id")
     changes = {field: now, "updated": now}
@@ -248,16 +257,22 @@ def write_entries(
         )
 
 
-def settle(repo: Repo, customer: str, now: int | None = None) -> None:
-    """Write every ledger entry due by now (the customer's time) for the customer's grants."""
-    if now is None:
-        cust = customers_service.get(repo, customer, param="customer")
-        now = _now_for(repo, cust)
-    grants = customer_grants(repo, customer)
-    by_grant = _entries(customer_entries(repo, customer))
+def lock_customer(repo: Repo, customer: str) -> None:
+    """Serialize the ledger writers of one customer (finalizations, voids, expiries, settles)
+    until the transaction ends: a balance read after this is the balance a write may spend.
+    PostgreSQL: a transaction advisory lock; SQLite runs one writer at a time already."""
+    repo.lock("credits.customer", customer)
+
+
+def _due(
+    grants: Sequence[Mapping[str, Any]], by_grant: Mapping[str, list[engine.Entry]], now: int
+) -> list[tuple[Mapping[str, Any], list[engine.Entry], list[str]]]:
+    out = []
     for g in grants:
         have = by_grant.get(g["id"], [])
         due = engine.due_entries(as_engine(g), have, now)
+        if not due:
+            continue
         closings = sum(1 for e in have if e.type in ("credits_expired", "credits_voided"))
         keys = []
         for e in due:
@@ -266,7 +281,94 @@ def settle(repo: Repo, customer: str, now: int | None = None) -> None:
             else:
                 keys.append(f"closed:{g['id']}:{closings}")
                 closings += 1
+        out.append((g, due, keys))
+    return out
+
+
+def settle(repo: Repo, customer: str, now: int | None = None) -> None:
+    """Write every ledger entry due by now (the customer's time) for the customer's grants.
+    Nothing due: nothing locked. Something due: the customer's ledger is locked and read again,
+    so a closing debit is what remains after every committed application."""
+    if now is None:
+        cust = customers_service.get(repo, customer, param="customer")
+        now = _now_for(repo, cust)
+    grants = customer_grants(repo, customer)
+    if not _due(grants, _entries(customer_entries(repo, customer)), now):
+        return
+    lock_customer(repo, customer)
+    grants = customer_grants(repo, customer)
+    for g, due, keys in _due(grants, _entries(customer_entries(repo, customer)), now):
         write_entries(repo, g, due, keys)
+
+
+def apply_to_invoice(
+    repo: Repo, customer: str, invoice: str, lines: Sequence[engine.Line], at: int
+) -> list[dict[str, Any]]:
+    """Apply the customer's credits to the invoice's lines at its finalization time `at`, in
+    burn order, and write one `credits_applied` entry per (grant, line); the caller holds
+    `lock_customer`. Returns the entries written."""
+    settle(repo, customer, at)
+    grants = {g["id"]: g for g in customer_grants(repo, customer)}
+    by_grant = _entries(customer_entries(repo, customer))
+    balances = {gid: engine.balance(by_grant.get(gid, [])) for gid in grants}
+    apps = engine.apply_credits(lines, [as_engine(g) for g in grants.values()], balances, at)
+    written = []
+    for e in engine.applied_entries(apps, invoice, at):
+        key = f"applied:{e.grant}:{e.line}"
+        write_entries(repo, grants[e.grant], [e], [key])
+        written.append(repo.get_by(txns, "entry_key", key))
+    return written
+
+
+def give_back(repo: Repo, customer: str, invoice: str, at: int) -> None:
+    """Reinstate every application of a voided invoice to its grant at `at`, then close again
+    what an ended grant got back (the caller holds `lock_customer`)."""
+    grants = {g["id"]: g for g in customer_grants(repo, customer)}
+    entries = [e for es in _entries(customer_entries(repo, customer)).values() for e in es]
+    for e in engine.give_back(entries, invoice, at):
+        write_entries(repo, grants[e.grant], [e], [f"reinstated:{e.grant}:{e.line}"])
+    settle(repo, customer, at)
+
+
+def reserved_by_drafts(repo: Repo, customer: str, at: int) -> dict[str, int]:
+    """What the customer's draft invoices would take from each grant if they finalized now, in
+    the order they were created (the reservation `available_balance` subtracts; ours)."""
+    i, ln = invoices.c, invoice_lines.c
+    drafts = [
+        r[0]
+        for r in repo.conn.execute(
+            sa.select(i.id)
+            .where(
+                i.account_id == repo.scope.account_id,
+                i.livemode == repo.scope.livemode,
+                i.customer == customer,
+                i.status == "draft",
+            )
+            .order_by(i.created, i.seq)
+        )
+    ]
+    if not drafts:
+        return {}
+    lines: dict[str, list[engine.Line]] = {d: [] for d in drafts}
+    for r in repo.conn.execute(
+        sa.select(ln.invoice, ln.id, ln.price, ln.currency, ln.amount, ln.metered)
+        .where(
+            ln.account_id == repo.scope.account_id,
+            ln.livemode == repo.scope.livemode,
+            ln.invoice.in_(drafts),
+        )
+        .order_by(ln.invoice, ln.position)
+    ):
+        lines[r[0]].append(engine.Line(r[1], r[2], r[3], r[4], bool(r[5])))
+    grants = [as_engine(g) for g in customer_grants(repo, customer)]
+    by_grant = _entries(customer_entries(repo, customer))
+    balances = {g.id: engine.balance(by_grant.get(g.id, [])) for g in grants}
+    reserved: dict[str, int] = {}
+    for d in drafts:
+        for a in engine.apply_credits(lines[d], grants, balances, at):
+            balances[a.grant] -= a.amount
+            reserved[a.grant] = reserved.get(a.grant, 0) + a.amount
+    return reserved
 
 
 def _matches_scope(g: Mapping[str, Any], price_type: str | None, prices: list[str] | None) -> bool:
@@ -300,13 +402,16 @@ def balance_summary(
         )
     ]
     by_grant = _entries(customer_entries(repo, customer))
-    totals: dict[str, int] = {}
+    now = _now_for(repo, customers_service.get(repo, customer))
+    reserved = reserved_by_drafts(repo, customer, now)
+    ledger: dict[str, int] = {}
+    available: dict[str, int] = {}
     for g in grants:
-        totals[g["currency"]] = totals.get(g["currency"], 0) + engine.balance(
-            by_grant.get(g["id"], [])
-        )
-    # Nothing is reserved by drafts yet and expiries are written by `settle`: available = ledger.
-    return [(cur, amount, amount) for cur, amount in sorted(totals.items())]
+        cur, bal = g["currency"], engine.balance(by_grant.get(g["id"], []))
+        ledger[cur] = ledger.get(cur, 0) + bal
+        available[cur] = available.get(cur, 0) + max(0, bal - reserved.get(g["id"], 0))
+    # Expiries are written by `settle` before this reads, so none is pending here.
+    return [(cur, available[cur], ledger[cur]) for cur in sorted(ledger)]
 
 
 def list_transactions(repo: Repo, customer: str, credit_grant: str | None, **page: Any):
@@ -327,6 +432,10 @@ def get_transaction(repo: Repo, tid: str) -> dict[str, Any]:
 
 __all__ = [
     "GrantInput",
+    "apply_to_invoice",
+    "give_back",
+    "lock_customer",
+    "reserved_by_drafts",
     "balance_summary",
     "create",
     "expire",

@@ -1,8 +1,10 @@
 """Work that falls due with time: test clock advances and the background jobs of a worker.
 
-`advance_clock` moves a test clock and runs, for the customers on it, everything that fell due
-up to the new time (today: the credit ledger's grant and expiry entries; renewals and invoices
-will join in time order). `Jobs` runs in every `meterline serve` worker: each job name is held
+`advance_clock` moves a test clock and runs, for the subscriptions, invoices and customers on it,
+everything that fell due up to the new time in time order (`run_billing`: renewals and draft
+finalizations, each at its own time, each finalization first settling the ledger to its time),
+then settles the ledger at the new time. `bill_due` is the same for the wall clock, one
+transaction per step. `Jobs` runs in every `meterline serve` worker: each job name is held
 by one worker at a time (a database lock), so several workers never run one job twice, and a job
 works from the database's state, so whatever fell due while no worker ran is caught up.
 
@@ -21,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from meterline import clock
-from meterline.services import credits, test_clocks
+from meterline.services import credits, invoices, subscriptions, test_clocks
 from meterline.store.db import Database
 from meterline.store.repo import Repo, Scope
 from meterline.store.tables import (
@@ -31,15 +33,38 @@ from meterline.store.tables import (
     idempotency_keys,
     meter_event_sessions,
 )
+from meterline.store.tables import invoices as invoices_t
+from meterline.store.tables import subscriptions as subscriptions_t
 
 log = logging.getLogger("meterline.jobs")
 
 IDEMPOTENCY_TTL = 24 * 3600
+BATCH = 500  # due steps read at a time by the billing job
 SESSION_KEEP = 24 * 3600  # expired stream sessions are kept a day (their 401 says "expired")
+
+
+def run_billing(repo: Repo, upto: int, test_clock: str | None) -> int:
+    """Run, in time order, every renewal and draft finalization due by `upto` for the
+    subscriptions and invoices on that clock (None: on none), each at its own time. Returns the
+    steps run. At one instant, drafts finalize before renewals make new ones."""
+    steps = 0
+    while True:
+        drafts = invoices.due_drafts(repo, upto, test_clock, limit=1)
+        subs = subscriptions.due(repo, upto, test_clock, limit=1)
+        if not drafts and not subs:
+            return steps
+        if drafts and (not subs or drafts[0][0] <= subs[0][0]):
+            at, iid = drafts[0]
+            invoices.finalize(repo, iid, at)
+        else:
+            at, sid = subs[0]
+            subscriptions.renew(repo, sid, at)
+        steps += 1
 
 
 def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]:
     row = test_clocks.advance(repo, clock_id, frozen_time)
+    run_billing(repo, frozen_time, clock_id)
     c = customers.c
     for (cid,) in repo.conn.execute(
         sa.select(c.id).where(
@@ -51,6 +76,52 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
     ):
         credits.settle(repo, cid, frozen_time)
     return row
+
+
+def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = None) -> int:
+    """Renew and finalize everything on the wall clock due by `now`, in every account, in time
+    order, one transaction per step (a renewal or a finalization). Returns the steps run."""
+    s, i = subscriptions_t.c, invoices_t.c
+    steps = 0
+    while True:
+        with db.read() as conn:
+            due_subs = conn.execute(
+                sa.select(s.current_period_end, s.account_id, s.livemode, s.id, sa.literal(1))
+                .where(
+                    s.test_clock.is_(None),
+                    s.current_period_end <= now,
+                    s.status.in_(subscriptions.LIVE),
+                )
+                .order_by(s.current_period_end)
+                .limit(BATCH)
+            ).all()
+            due_drafts = conn.execute(
+                sa.select(
+                    i.automatically_finalizes_at, i.account_id, i.livemode, i.id, sa.literal(0)
+                )
+                .where(
+                    i.test_clock.is_(None),
+                    i.status == "draft",
+                    i.automatically_finalizes_at <= now,
+                )
+                .order_by(i.automatically_finalizes_at)
+                .limit(BATCH)
+            ).all()
+        work = sorted([*due_subs, *due_drafts], key=lambda r: (r[0], r[4]))[:BATCH]
+        if not work:
+            return steps
+        for at, account, live, oid, kind in work:
+            with db.write() as conn:
+                repo = Repo(conn, Scope(account, bool(live)))
+                if kind == 0:
+                    inv = invoices.get(repo, oid)
+                    if inv["status"] == "draft":
+                        invoices.finalize(repo, oid, at)
+                else:
+                    subscriptions.renew(repo, oid, at)
+            steps += 1
+            if progress is not None:
+                progress(1)
 
 
 def settle_due_grants(db: Database, now: int) -> int:
@@ -92,6 +163,7 @@ def purge(db: Database, now: int) -> None:
 
 
 JOBS: dict[str, Callable[[Database, int], Any]] = {
+    "billing": bill_due,
     "credits.settle": settle_due_grants,
     "purge": purge,
 }
@@ -129,4 +201,4 @@ class Jobs:
             self.run_once()
 
 
-__all__ = ["JOBS", "Jobs", "advance_clock", "purge", "settle_due_grants"]
+__all__ = ["JOBS", "Jobs", "advance_clock", "bill_due", "purge", "run_billing", "settle_due_grants"]

@@ -293,5 +293,110 @@ credit_balance_transactions = _owned(
     indexes=(
         sa.Index("ix_credit_txns_customer", "account_id", "livemode", "customer", "created", "seq"),
         sa.Index("uq_credit_txns_entry", "account_id", "livemode", "entry_key", unique=True),
+        sa.Index("ix_credit_txns_invoice", "account_id", "livemode", "invoice"),
+    ),
+)
+
+# Subscriptions. The current period is on the subscription (rendered on each item, as the current
+# API version puts it there); `interval`/`interval_count` are the items' prices' (all alike).
+subscriptions = _owned(
+    "subscriptions",
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("interval", sa.String(8), nullable=False),
+    sa.Column("interval_count", sa.Integer, nullable=False),
+    sa.Column("billing_cycle_anchor", sa.BigInteger, nullable=False),
+    sa.Column("start_date", sa.BigInteger, nullable=False),
+    sa.Column("current_period_start", sa.BigInteger, nullable=False),
+    sa.Column("current_period_end", sa.BigInteger, nullable=False),
+    sa.Column("cancel_at_period_end", sa.Boolean, nullable=False),
+    sa.Column("canceled_at", sa.BigInteger),
+    sa.Column("ended_at", sa.BigInteger),
+    sa.Column("trial_start", sa.BigInteger),
+    sa.Column("trial_end", sa.BigInteger),
+    sa.Column("latest_invoice", sa.String(255)),
+    sa.Column("description", sa.String(500)),
+    sa.Column("collection_method", sa.String(24), nullable=False),
+    sa.Column("days_until_due", sa.Integer),
+    sa.Column("cancellation", sa.JSON),
+    sa.Column("test_clock", sa.String(255)),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    indexes=(
+        sa.Index("ix_subscriptions_customer", "account_id", "livemode", "customer"),
+        sa.Index("ix_subscriptions_due", "current_period_end"),
+    ),
+)
+
+subscription_items = _owned(
+    "subscription_items",
+    sa.Column("subscription", sa.String(255), nullable=False),
+    sa.Column("price", sa.String(255), nullable=False),
+    sa.Column("quantity", sa.BigInteger),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    indexes=(
+        sa.Index("ix_subscription_items_subscription", "account_id", "livemode", "subscription"),
+    ),
+)
+
+# Invoices. `draft_key` makes each cycle's invoice exactly once whoever renews first
+# (`cycle:<subscription>:<period end>`); the amounts are those of the last finalization or draft
+# computation; `credited` is total_pretax_credit_amounts' sum.
+invoices = _owned(
+    "invoices",
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("subscription", sa.String(255)),
+    sa.Column("draft_key", sa.String(400)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("billing_reason", sa.String(40), nullable=False),
+    sa.Column("collection_method", sa.String(24), nullable=False),
+    sa.Column("period_start", sa.BigInteger, nullable=False),
+    sa.Column("period_end", sa.BigInteger, nullable=False),
+    sa.Column("subtotal", sa.BigInteger, nullable=False),
+    sa.Column("credited", sa.BigInteger, nullable=False),
+    sa.Column("amount_due", sa.BigInteger, nullable=False),
+    sa.Column("amount_paid", sa.BigInteger, nullable=False),
+    sa.Column("number", sa.String(64)),
+    sa.Column("description", sa.String(500)),
+    sa.Column("customer_email", sa.String(512)),
+    sa.Column("customer_name", sa.String(256)),
+    sa.Column("automatically_finalizes_at", sa.BigInteger),
+    sa.Column("finalized_at", sa.BigInteger),
+    sa.Column("paid_at", sa.BigInteger),
+    sa.Column("voided_at", sa.BigInteger),
+    sa.Column("due_date", sa.BigInteger),
+    sa.Column("test_clock", sa.String(255)),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    indexes=(
+        sa.Index("ix_invoices_customer", "account_id", "livemode", "customer", "created", "seq"),
+        sa.Index("ix_invoices_subscription", "account_id", "livemode", "subscription"),
+        sa.Index("uq_invoices_draft_key", "account_id", "livemode", "draft_key", unique=True),
+        sa.Index("ix_invoices_finalizes", "automatically_finalizes_at"),
+    ),
+)
+
+# Invoice lines, in invoice order (`position`). `quantity` is a decimal (metered usage may be
+# fractional); `credited` is the sum of the line's pretax credit amounts.
+invoice_lines = _owned(
+    "invoice_lines",
+    sa.Column("invoice", sa.String(255), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("subscription", sa.String(255)),
+    sa.Column("subscription_item", sa.String(255)),
+    sa.Column("price", sa.String(255), nullable=False),
+    sa.Column("product", sa.String(255), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("description", sa.String(500)),
+    sa.Column("quantity", DecimalText, nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("credited", sa.BigInteger, nullable=False),
+    sa.Column("metered", sa.Boolean, nullable=False),
+    sa.Column("proration", sa.Boolean, nullable=False),
+    sa.Column("period_start", sa.BigInteger, nullable=False),
+    sa.Column("period_end", sa.BigInteger, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    indexes=(
+        sa.Index("ix_invoice_lines_invoice", "account_id", "livemode", "invoice", "position"),
     ),
 )

@@ -1,0 +1,324 @@
+"""Subscriptions through the official SDK: create with every supported setting, trials, a future
+billing cycle anchor (prorated first period), update, cancel at period end and now, lists and
+their filters, every refusal with its param (and nothing written), and account isolation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import stripe
+
+from openapi_check import assert_error, assert_list_of, assert_matches
+
+HOUR, DAY = 3600, 86_400
+
+
+def d(obj):
+    return obj._to_dict_recursive(for_json=True)
+
+
+def ts(*args) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp())
+
+
+@pytest.fixture(scope="module")
+def acct(server):
+    key = server.new_key(new_account=True)
+    client = server.client(key)
+    meter = client.v1.billing.meters.create(
+        {
+            "display_name": "calls",
+            "event_name": f"call_{uuid.uuid4().hex[:8]}",
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    prod = client.v1.products.create({"name": "Calls"})
+
+    def price(**kw):
+        p = {"product": prod.id, "currency": "usd", "unit_amount": 3100}
+        p.update(kw)
+        return client.v1.prices.create(p).id
+
+    ids = {
+        "monthly": price(recurring={"interval": "month", "trial_period_days": 14}),
+        "metered": price(
+            unit_amount=2,
+            recurring={"interval": "month", "usage_type": "metered", "meter": meter.id},
+        ),
+        "yearly": price(recurring={"interval": "year"}),
+        "eur": price(currency="eur", recurring={"interval": "month"}),
+        "once": price(),
+        "inactive": price(recurring={"interval": "month"}, active=False),
+    }
+    return server, client, meter, ids
+
+
+def on_clock(client, t):
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": t})
+    return clock, client.v1.customers.create({"test_clock": clock.id})
+
+
+def refused(fn, status, param, code=None):
+    with pytest.raises(stripe.StripeError) as ei:
+        fn()
+    err = ei.value
+    assert err.http_status == status, err
+    body = err.json_body
+    assert_error(body, "invalid_request_error", code, param)
+    return body["error"]
+
+
+def test_create_retrieve_list_and_the_first_invoice(acct):
+    _, client, _, ids = acct
+    t0 = ts(2026, 5, 10, 8)
+    clock, cus = on_clock(client, t0)
+    sub = client.v1.subscriptions.create(
+        {
+            "customer": cus.id,
+            "items": [
+                {"price": ids["monthly"], "quantity": 3, "metadata": {"seat": "x"}},
+                {"price": ids["metered"]},
+            ],
+            "collection_method": "send_invoice",
+            "days_until_due": 10,
+            "description": "Pro",
+            "metadata": {"k": "v"},
+        }
+    )
+    body = d(sub)
+    assert_matches(body, "subscription")
+    assert sub.id.startswith("sub_") and body["items"]["data"][0]["id"].startswith("si_")
+    assert (sub.status, sub.currency, sub.collection_method, sub.days_until_due) == (
+        "active",
+        "usd",
+        "send_invoice",
+        10,
+    )
+    assert body["items"]["data"][0]["metadata"] == {"seat": "x"}
+    assert body["items"]["data"][1]["quantity"] is None
+    assert body["items"]["data"][0]["current_period_end"] == ts(2026, 6, 10, 8)
+    assert d(client.v1.subscriptions.retrieve(sub.id)) == body
+    inv = d(client.v1.invoices.retrieve(sub.latest_invoice))
+    assert_matches(inv, "invoice")
+    assert inv["number"] and inv["status"] == "open" and inv["amount_due"] == 9300
+    assert inv["due_date"] == t0 + 10 * DAY
+    assert inv["parent"]["subscription_details"]["subscription"] == sub.id
+    # Expanding latest_invoice gives the invoice itself.
+    exp = client.v1.subscriptions.retrieve(sub.id, {"expand": ["latest_invoice"]})
+    assert d(exp)["latest_invoice"]["id"] == inv["id"]
+    items = d(client.v1.subscription_items.list({"subscription": sub.id}))
+    assert_list_of(items, "subscription_item", "/v1/subscription_items")
+    assert [i["id"] for i in items["data"]] == [i["id"] for i in body["items"]["data"]]
+    one = d(client.v1.subscription_items.retrieve(items["data"][1]["id"]))
+    assert_matches(one, "subscription_item")
+    listed = d(client.v1.subscriptions.list({"customer": cus.id}))
+    assert_list_of(listed, "subscription", "/v1/subscriptions")
+    assert [s["id"] for s in listed["data"]] == [sub.id]
+    assert [s.id for s in client.v1.subscriptions.list({"test_clock": clock.id}).data] == [sub.id]
+    assert [
+        s.id
+        for s in client.v1.subscriptions.list({"price": ids["metered"], "customer": cus.id}).data
+    ] == [sub.id]
+    assert client.v1.subscriptions.list({"customer": cus.id, "status": "trialing"}).data == []
+
+
+def test_trials_and_a_future_anchor(acct):
+    _, client, _, ids = acct
+    t0 = ts(2026, 1, 10, 12)
+    clock, cus = on_clock(client, t0)
+    # trial_from_plan takes the price's 14 days; the trial invoice is 0 and paid.
+    sub = client.v1.subscriptions.create(
+        {"customer": cus.id, "items": [{"price": ids["monthly"]}], "trial_from_plan": True}
+    )
+    assert (sub.status, sub.trial_start, sub.trial_end) == ("trialing", t0, t0 + 14 * DAY)
+    assert sub.billing_cycle_anchor == t0 + 14 * DAY
+    first = d(client.v1.invoices.retrieve(sub.latest_invoice))
+    assert (first["amount_due"], first["status"]) == (0, "paid")
+    assert first["lines"]["data"][0]["description"].startswith("Trial period")
+    # trial_period_days with an anchor on the 1st: the trial, then a prorated part to the anchor.
+    anchor = ts(2026, 2, 1)
+    sub2 = client.v1.subscriptions.create(
+        {
+            "customer": cus.id,
+            "items": [{"price": ids["monthly"]}],
+            "trial_period_days": 5,
+            "billing_cycle_anchor": anchor,
+        }
+    )
+    assert sub2.trial_end == t0 + 5 * DAY and sub2.billing_cycle_anchor == anchor
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": t0 + 5 * DAY + 2 * HOUR})
+    sub2 = client.v1.subscriptions.retrieve(sub2.id)
+    assert sub2.status == "active"
+    item = d(sub2)["items"]["data"][0]
+    assert (item["current_period_start"], item["current_period_end"]) == (t0 + 5 * DAY, anchor)
+    inv = d(client.v1.invoices.retrieve(sub2.latest_invoice))
+    (line,) = inv["lines"]["data"]
+    part, whole = anchor - (t0 + 5 * DAY), anchor - ts(2026, 1, 1)
+    # 3100 x part / whole, rounded half-up once.
+    expected = (3100 * part * 2 + whole) // (2 * whole)
+    assert line["amount"] == expected and line["parent"]["subscription_item_details"]["proration"]
+    assert inv["status"] == "paid" if expected == 0 else inv["status"] == "open"
+    # Without a trial, an anchor ahead also prorates the first invoice.
+    sub3 = client.v1.subscriptions.create(
+        {
+            "customer": cus.id,
+            "items": [{"price": ids["monthly"], "quantity": 2}],
+            "billing_cycle_anchor": anchor,
+        }
+    )
+    now = t0 + 5 * DAY + 2 * HOUR
+    inv3 = d(client.v1.invoices.retrieve(sub3.latest_invoice))
+    part3 = anchor - now
+    assert inv3["lines"]["data"][0]["amount"] == (6200 * part3 * 2 + whole) // (2 * whole)
+
+
+def test_cancel_at_period_end_and_cancel_now(acct):
+    _, client, meter, ids = acct
+    t0 = ts(2026, 2, 1)
+    clock, cus = on_clock(client, t0)
+    sub = client.v1.subscriptions.create(
+        {"customer": cus.id, "items": [{"price": ids["metered"]}, {"price": ids["monthly"]}]}
+    )
+    upd = client.v1.subscriptions.update(
+        sub.id, {"cancel_at_period_end": True, "metadata": {"why": "budget"}}
+    )
+    assert upd.cancel_at_period_end and upd.cancel_at == ts(2026, 3, 1)
+    assert upd.canceled_at == t0 and d(upd)["metadata"] == {"why": "budget"}
+    assert d(upd)["cancellation_details"]["reason"] == "cancellation_requested"
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": meter.event_name,
+            "payload": {"stripe_customer_id": cus.id, "value": "50"},
+            "timestamp": t0 + 60,
+        }
+    )
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2026, 3, 1, 2)})
+    ended = client.v1.subscriptions.retrieve(sub.id)
+    assert (ended.status, ended.ended_at) == ("canceled", ts(2026, 3, 1))
+    last = d(client.v1.invoices.retrieve(ended.latest_invoice))
+    # The final invoice bills the usage in arrears and nothing in advance.
+    assert [(ln["amount"], ln["quantity"]) for ln in last["lines"]["data"]] == [(100, 50)]
+    assert last["status"] == "open"
+    # The default list leaves canceled subscriptions out; status=all and ended show them.
+    assert client.v1.subscriptions.list({"customer": cus.id}).data == []
+    assert [
+        s.id for s in client.v1.subscriptions.list({"customer": cus.id, "status": "all"}).data
+    ] == [sub.id]
+    assert [
+        s.id for s in client.v1.subscriptions.list({"customer": cus.id, "status": "ended"}).data
+    ] == [sub.id]
+    refused(lambda: client.v1.subscriptions.cancel(sub.id), 400, "subscription_exposed_id")
+    refused(
+        lambda: client.v1.subscriptions.update(sub.id, {"cancel_at_period_end": False}),
+        400,
+        "cancel_at_period_end",
+    )
+    # Cancel now with invoice_now: a final draft for the usage so far.
+    sub2 = client.v1.subscriptions.create(
+        {"customer": cus.id, "items": [{"price": ids["metered"]}]}
+    )
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": meter.event_name,
+            "payload": {"stripe_customer_id": cus.id, "value": "7"},
+            "timestamp": ts(2026, 3, 1, 2) + 60,
+        }
+    )
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2026, 3, 1, 3)})
+    gone = client.v1.subscriptions.cancel(
+        sub2.id, {"invoice_now": True, "cancellation_details": {"feedback": "too_expensive"}}
+    )
+    assert_matches(d(gone), "subscription")
+    assert gone.status == "canceled" and gone.ended_at == ts(2026, 3, 1, 3)
+    assert d(gone)["cancellation_details"]["feedback"] == "too_expensive"
+    final = d(client.v1.invoices.retrieve(gone.latest_invoice))
+    assert final["status"] == "draft" and final["billing_reason"] == "subscription_update"
+    assert final["lines"]["data"][0]["amount"] == 14
+    fin = d(client.v1.invoices.finalize_invoice(final["id"]))
+    assert fin["status"] == "open" and fin["amount_due"] == 14
+    refused(
+        lambda: client.v1.invoices.finalize_invoice(final["id"]),
+        400,
+        "invoice",
+        "invoice_not_editable",
+    )
+
+
+def test_refusals_name_their_param_and_write_nothing(acct, server):
+    _, client, _, ids = acct
+    t0 = ts(2026, 4, 1)
+    clock, cus = on_clock(client, t0)
+
+    def create(**kw):
+        p = {"customer": cus.id, "items": [{"price": ids["monthly"]}]}
+        p.update(kw)
+        return lambda: client.v1.subscriptions.create(p)
+
+    cases = [
+        (create(customer="cus_nope"), 404, "customer"),
+        (create(items=[]), 400, "items"),
+        (create(items=[{"price": "price_nope"}]), 404, "items[0][price]"),
+        (create(items=[{"plan": "plan_nope"}]), 404, "items[0][plan]"),
+        (create(items=[{"quantity": 2}]), 400, "items[0][price]"),
+        (create(items=[{"price": ids["once"]}]), 400, "items[0][price]"),
+        (create(items=[{"price": ids["inactive"]}]), 400, "items[0][price]"),
+        (create(items=[{"price": ids["metered"], "quantity": 2}]), 400, "items[0][quantity]"),
+        (
+            create(items=[{"price": ids["monthly"]}, {"price": ids["yearly"]}]),
+            400,
+            "items[1][price]",
+        ),
+        (create(items=[{"price": ids["monthly"]}, {"price": ids["eur"]}]), 400, "items[1][price]"),
+        (
+            create(items=[{"price": ids["monthly"]}, {"price": ids["monthly"]}]),
+            400,
+            "items[1][price]",
+        ),
+        (create(items=[{"price": ids["monthly"], "quantity": -1}]), 400, "items[0][quantity]"),
+        (create(billing_cycle_anchor=t0 - 10), 400, "billing_cycle_anchor"),
+        (create(billing_cycle_anchor=t0 + 90 * DAY), 400, "billing_cycle_anchor"),
+        (create(trial_period_days=731), 400, "trial_period_days"),
+        (create(trial_end=t0 - 1), 400, "trial_end"),
+        (create(trial_from_plan=True, trial_period_days=3), 400, "trial_from_plan"),
+        (create(days_until_due=3), 400, "days_until_due"),
+        (create(collection_method="cash"), 400, "collection_method"),
+        (create(coupon="x"), 400, "coupon"),
+    ]
+    for fn, status, param in cases:
+        refused(fn, status, param)
+    assert client.v1.subscriptions.list({"customer": cus.id, "status": "all"}).data == []
+    assert client.v1.invoices.list({"customer": cus.id}).data == []
+    refused(lambda: client.v1.subscriptions.retrieve("sub_nope"), 404, "subscription_exposed_id")
+    refused(lambda: client.v1.invoices.retrieve("in_nope"), 404, "invoice")
+    refused(lambda: client.v1.subscriptions.list({"status": "gone"}), 400, "status")
+    refused(lambda: client.v1.invoices.create_preview({}), 400, "customer")
+    refused(
+        lambda: client.v1.invoices.create_preview({"customer": cus.id}),
+        400,
+        "customer",
+        "invoice_upcoming_none",
+    )
+    # Another account sees none of this account's subscriptions or invoices.
+    sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": ids["monthly"]}]})
+    other = server.client(server.new_key(new_account=True))
+    refused(lambda: other.v1.subscriptions.retrieve(sub.id), 404, "subscription_exposed_id")
+    refused(lambda: other.v1.invoices.retrieve(sub.latest_invoice), 404, "invoice")
+    assert other.v1.subscriptions.list().data == [] and other.v1.invoices.list().data == []
+    refused(
+        lambda: other.v1.subscriptions.create(
+            {"customer": cus.id, "items": [{"price": ids["monthly"]}]}
+        ),
+        404,
+        "customer",
+    )
+    # Pay needs paid_out_of_band; a draft cannot be paid or voided.
+    refused(lambda: client.v1.invoices.pay(sub.latest_invoice), 400, "paid_out_of_band")
+    client.v1.invoices.pay(sub.latest_invoice, {"paid_out_of_band": True})
+    refused(
+        lambda: client.v1.invoices.void_invoice(sub.latest_invoice),
+        400,
+        "invoice",
+        "invoice_not_editable",
+    )
