@@ -80,9 +80,11 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
 
 def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = None) -> int:
     """Renew and finalize everything on the wall clock due by `now`, in every account, in time
-    order, one transaction per step (a renewal or a finalization). Returns the steps run."""
+    order, one transaction per step (a renewal or a finalization). A step that fails is logged
+    and left for the next run; the others go on. Returns the steps run."""
     s, i = subscriptions_t.c, invoices_t.c
     steps = 0
+    failed: set[str] = set()
     while True:
         with db.read() as conn:
             due_subs = conn.execute(
@@ -93,7 +95,7 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
                     s.status.in_(subscriptions.LIVE),
                 )
                 .order_by(s.current_period_end)
-                .limit(BATCH)
+                .limit(BATCH + len(failed))
             ).all()
             due_drafts = conn.execute(
                 sa.select(
@@ -105,20 +107,26 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
                     i.automatically_finalizes_at <= now,
                 )
                 .order_by(i.automatically_finalizes_at)
-                .limit(BATCH)
+                .limit(BATCH + len(failed))
             ).all()
-        work = sorted([*due_subs, *due_drafts], key=lambda r: (r[0], r[4]))[:BATCH]
+        work = sorted(
+            (r for r in [*due_subs, *due_drafts] if r[3] not in failed), key=lambda r: (r[0], r[4])
+        )[:BATCH]
         if not work:
             return steps
         for at, account, live, oid, kind in work:
-            with db.write() as conn:
-                repo = Repo(conn, Scope(account, bool(live)))
-                if kind == 0:
-                    inv = invoices.get(repo, oid)
-                    if inv["status"] == "draft":
-                        invoices.finalize(repo, oid, at)
-                else:
-                    subscriptions.renew(repo, oid, at)
+            try:
+                with db.write() as conn:
+                    repo = Repo(conn, Scope(account, bool(live)))
+                    if kind == 0:
+                        if invoices.get(repo, oid)["status"] == "draft":
+                            invoices.finalize(repo, oid, at)
+                    else:
+                        subscriptions.renew(repo, oid, at)
+            except Exception:
+                log.exception("billing step for %s at %s failed; it is retried next run", oid, at)
+                failed.add(oid)
+                continue
             steps += 1
             if progress is not None:
                 progress(1)
