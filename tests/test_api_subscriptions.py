@@ -322,3 +322,100 @@ def test_refusals_name_their_param_and_write_nothing(acct, server):
         "invoice",
         "invoice_not_editable",
     )
+
+
+def test_the_wall_clock_billing_job_renews_and_finalizes_once(acct, server):
+    """A wall-clock subscription: `bill_due` at virtual future times (as the job in every worker
+    would run then) makes the cycle's draft once, finalizes it an hour later with credits, and
+    two runs racing do each step once."""
+    import threading
+
+    from meterline.services import due_work
+    from meterline.store.db import Database
+
+    _, client, meter, ids = acct
+    cus = client.v1.customers.create({"name": "wall"})
+    client.v1.billing.credit_grants.create(
+        {
+            "customer": cus.id,
+            "amount": {"type": "monetary", "monetary": {"currency": "usd", "value": 50}},
+            "applicability_config": {"scope": {"price_type": "metered"}},
+        }
+    )
+    sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": ids["metered"]}]})
+    client.v1.billing.meter_events.create(
+        {"event_name": meter.event_name, "payload": {"stripe_customer_id": cus.id, "value": "40"}}
+    )
+    end = d(sub)["items"]["data"][0]["current_period_end"]
+    db = Database(server.database_url)
+    try:
+        assert due_work.bill_due(db, end - 1) == 0
+        runs = []
+        threads = [
+            threading.Thread(target=lambda: runs.append(due_work.bill_due(db, end + 10)))
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        drafts = client.v1.invoices.list({"subscription": sub.id, "status": "draft"}).data
+        assert len(drafts) == 1 and drafts[0].created == end
+        assert drafts[0].automatically_finalizes_at == end + 3600
+        assert due_work.bill_due(db, end + 3599) == 0
+        assert due_work.bill_due(db, end + 3600) == 1
+        assert due_work.bill_due(db, end + 3600) == 0
+    finally:
+        db.dispose()
+    inv = d(client.v1.invoices.retrieve(drafts[0].id))
+    assert inv["status"] == "open" and inv["status_transitions"]["finalized_at"] == end + 3600
+    assert (inv["subtotal"], inv["amount_due"]) == (80, 30)
+    assert [c["amount"] for c in inv["total_pretax_credit_amounts"]] == [50]
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert d(sub)["items"]["data"][0]["current_period_start"] == end
+    assert sum(runs) == 1
+
+
+def test_preview_shows_the_credits_it_would_apply_and_writes_nothing(acct):
+    _, client, meter, ids = acct
+    t0 = ts(2026, 6, 1)
+    clock, cus = on_clock(client, t0)
+    client.v1.billing.credit_grants.create(
+        {
+            "customer": cus.id,
+            "amount": {"type": "monetary", "monetary": {"currency": "usd", "value": 150}},
+            "applicability_config": {"scope": {"price_type": "metered"}},
+        }
+    )
+    sub = client.v1.subscriptions.create(
+        {"customer": cus.id, "items": [{"price": ids["metered"]}, {"price": ids["monthly"]}]}
+    )
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": meter.event_name,
+            "payload": {"stripe_customer_id": cus.id, "value": "100"},
+            "timestamp": t0 + 60,
+        }
+    )
+    before = [
+        t.id for t in client.v1.billing.credit_balance_transactions.list({"customer": cus.id}).data
+    ]
+    for params in ({"customer": cus.id}, {"subscription": sub.id}):
+        pv = d(client.v1.invoices.create_preview(params))
+        assert_matches(pv, "invoice")
+        assert pv["billing_reason"] == "upcoming" and pv["created"] == ts(2026, 7, 1)
+        lines = pv["lines"]["data"]
+        assert [(ln["amount"], ln["period"]["start"]) for ln in lines] == [
+            (200, t0),
+            (3100, ts(2026, 7, 1)),
+        ]
+        assert [c["amount"] for c in lines[0]["pretax_credit_amounts"]] == [150]
+        assert (pv["subtotal"], pv["amount_due"]) == (3300, 3150)
+    after = [
+        t.id for t in client.v1.billing.credit_balance_transactions.list({"customer": cus.id}).data
+    ]
+    assert after == before
+    assert (
+        client.v1.invoices.list({"customer": cus.id}).data[0].billing_reason
+        == "subscription_create"
+    )

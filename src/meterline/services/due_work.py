@@ -119,17 +119,20 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
                 with db.write() as conn:
                     repo = Repo(conn, Scope(account, bool(live)))
                     if kind == 0:
-                        if invoices.get(repo, oid)["status"] == "draft":
+                        credits.lock_customer(repo, invoices.get(repo, oid)["customer"])
+                        did = invoices.get(repo, oid)["status"] == "draft"
+                        if did:
                             invoices.finalize(repo, oid, at)
                     else:
-                        subscriptions.renew(repo, oid, at)
+                        did = subscriptions.renew(repo, oid, at) is not None
             except Exception:
                 log.exception("billing step for %s at %s failed; it is retried next run", oid, at)
                 failed.add(oid)
                 continue
-            steps += 1
-            if progress is not None:
-                progress(1)
+            if did:  # a step another worker did first is not counted
+                steps += 1
+                if progress is not None:
+                    progress(1)
 
 
 def settle_due_grants(db: Database, now: int) -> int:
