@@ -13,8 +13,6 @@ from meterline.services import ServiceError
 from meterline.services import catalog as catalog_service
 from meterline.services import invoices as svc
 from meterline.services import subscriptions as subscriptions_service
-from meterline.store.repo import Repo
-from meterline.store.tables import invoices as invoices_t
 from meterline.wire.lists import envelope, read_page
 from meterline.wire.params import merge_metadata
 
@@ -81,7 +79,7 @@ def render_line(
     }
 
 
-def _unit_decimal(repo: Repo, price_id: str, cache: dict[str, str | None]) -> str | None:
+def _unit_decimal(repo: Any, price_id: str, cache: dict[str, str | None]) -> str | None:
     if price_id not in cache:
         p = catalog_service.get_price_any(repo, price_id)
         if p["billing_scheme"] == "tiered":
@@ -97,7 +95,7 @@ def _unit_decimal(repo: Repo, price_id: str, cache: dict[str, str | None]) -> st
 
 
 def render_invoice(
-    repo: Repo,
+    repo: Any,
     inv: Mapping[str, Any],
     lines: Sequence[Mapping[str, Any]],
     credits: Mapping[str, Sequence[tuple[str | None, int]]],
@@ -229,8 +227,8 @@ def render_invoice(
     }
 
 
-def render_by_id(repo: Repo, iid: str) -> dict[str, Any] | None:
-    inv = repo.get(invoices_t, iid)
+def render_by_id(repo: Any, iid: str) -> dict[str, Any] | None:
+    inv = svc.find(repo, iid)
     if inv is None:
         return None
     return render_invoice(repo, inv, svc.lines_of(repo, iid), svc.credit_amounts(repo, iid))
@@ -331,24 +329,16 @@ def void(call: Call) -> dict[str, Any]:
 def update(call: Call) -> dict[str, Any]:
     p = call.params
     change = p.metadata()
-    description = p.str("description", max_len=500)
-    cleared = p.cleared("description")
+    description: Any = p.str("description", max_len=500)
+    if description is None:
+        description = None if p.cleared("description") else False
     p.done()
-    inv = svc.get(call.repo, call.path["invoice"])
-    changes: dict[str, Any] = {}
-    if change is not None:
-        changes["metadata"] = merge_metadata(inv["metadata"], change)
-    if description is not None or cleared:
-        if inv["status"] != "draft":
-            raise ServiceError(
-                400,
-                f"The invoice {inv['id']} is {inv['status']}: only a draft's description can change.",
-                code="invoice_not_editable",
-                param="description",
-            )
-        changes["description"] = description
-    if changes:
-        call.repo.update(invoices_t, inv["id"], changes)
+    inv = svc.update(
+        call.repo,
+        call.path["invoice"],
+        None if change is None else (lambda cur: merge_metadata(cur, change)),
+        description,
+    )
     return _one(call, inv)
 
 

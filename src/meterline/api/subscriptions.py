@@ -9,11 +9,7 @@ from meterline.api import render
 from meterline.api.app import Call
 from meterline.api.routing import Router
 from meterline.services import catalog as catalog_service
-from meterline.services import not_found
 from meterline.services import subscriptions as svc
-from meterline.store.repo import Repo
-from meterline.store.tables import subscription_items
-from meterline.store.tables import subscriptions as subscriptions_t
 from meterline.wire.errors import invalid
 from meterline.wire.lists import envelope, read_page
 from meterline.wire.params import Params, merge_metadata
@@ -24,7 +20,7 @@ MAX_TS = 253_402_300_799
 class Prices:
     """Price rows read once per response."""
 
-    def __init__(self, repo: Repo) -> None:
+    def __init__(self, repo: Any) -> None:
         self.repo = repo
         self.rows: dict[str, Any] = {}
 
@@ -318,9 +314,7 @@ def list_items(call: Call) -> dict[str, Any]:
 
 def retrieve_item(call: Call) -> dict[str, Any]:
     call.params.done()
-    row = call.repo.get(subscription_items, call.path["item"])
-    if row is None:
-        raise not_found("subscription item", call.path["item"], "item")
+    row = svc.get_item(call.repo, call.path["item"])
     sub = svc.get(call.repo, row["subscription"])
     return render_item(row, sub, Prices(call.repo))
 
@@ -336,8 +330,8 @@ def register(router: Router) -> None:
     router.add("GET", "/v1/subscription_items/{item}", retrieve_item)
 
 
-def render_by_id(repo: Repo, sid: str) -> dict[str, Any] | None:
-    row = repo.get(subscriptions_t, sid)
+def render_by_id(repo: Any, sid: str) -> dict[str, Any] | None:
+    row = svc.find(repo, sid)
     if row is None:
         return None
     return render_subscription(row, svc.items_of(repo, sid), Prices(repo))

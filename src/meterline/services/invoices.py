@@ -43,6 +43,32 @@ def get(repo: Repo, iid: str, *, param: str = "invoice") -> dict[str, Any]:
     return row
 
 
+def find(repo: Repo, iid: str) -> dict[str, Any] | None:
+    return repo.get(invoices, iid)
+
+
+def update(
+    repo: Repo, iid: str, metadata_change: Any, description: str | None | bool
+) -> dict[str, Any]:
+    """`description`: False leaves it; only a draft's description can change."""
+    inv = get(repo, iid)
+    changes: dict[str, Any] = {}
+    if metadata_change is not None:
+        changes["metadata"] = metadata_change(inv["metadata"])
+    if description is not False:
+        if inv["status"] != "draft":
+            raise ServiceError(
+                400,
+                f"The invoice {iid} is {inv['status']}: only a draft's description can change.",
+                code="invoice_not_editable",
+                param="description",
+            )
+        changes["description"] = description
+    if changes:
+        repo.update(invoices, iid, changes)
+    return {**inv, **changes}
+
+
 def lines_of(repo: Repo, iid: str) -> list[dict[str, Any]]:
     repo.flush()
     q = repo.select(invoice_lines, invoice_lines.c.invoice == iid).order_by(
@@ -387,10 +413,12 @@ __all__ = [
     "credit_amounts",
     "due_drafts",
     "finalize",
+    "find",
     "get",
     "lines_of",
     "list_",
     "meter_totals",
     "pay",
+    "update",
     "void",
 ]

@@ -80,6 +80,17 @@ def get(repo: Repo, sid: str, *, param: str = "subscription_exposed_id") -> dict
     return row
 
 
+def find(repo: Repo, sid: str) -> dict[str, Any] | None:
+    return repo.get(subscriptions, sid)
+
+
+def get_item(repo: Repo, item_id: str) -> dict[str, Any]:
+    row = repo.get(subscription_items, item_id)
+    if row is None:
+        raise not_found("subscription item", item_id, "item")
+    return row
+
+
 def items_of(repo: Repo, sid: str) -> list[dict[str, Any]]:
     repo.flush()
     q = repo.select(subscription_items, subscription_items.c.subscription == sid).order_by(
@@ -587,7 +598,9 @@ __all__ = [
     "create",
     "due",
     "engine_items",
+    "find",
     "get",
+    "get_item",
     "items_of",
     "items_of_many",
     "list_",
