@@ -108,6 +108,13 @@ def test_create_retrieve_list_and_the_first_invoice(acct):
     # Expanding latest_invoice gives the invoice itself.
     exp = client.v1.subscriptions.retrieve(sub.id, {"expand": ["latest_invoice"]})
     assert d(exp)["latest_invoice"]["id"] == inv["id"]
+    exp = d(client.v1.subscriptions.retrieve(sub.id, {"expand": ["customer", "test_clock"]}))
+    assert exp["customer"]["id"] == cus.id and exp["test_clock"]["id"] == clock.id
+    assert_matches(exp, "subscription")
+    exp = d(client.v1.invoices.retrieve(inv["id"], {"expand": ["customer"]}))
+    assert exp["customer"]["id"] == cus.id
+    exp = d(client.v1.customers.retrieve(cus.id, {"expand": ["test_clock"]}))
+    assert exp["test_clock"]["frozen_time"] == t0
     items = d(client.v1.subscription_items.list({"subscription": sub.id}))
     assert_list_of(items, "subscription_item", "/v1/subscription_items")
     assert [i["id"] for i in items["data"]] == [i["id"] for i in body["items"]["data"]]
@@ -419,3 +426,22 @@ def test_preview_shows_the_credits_it_would_apply_and_writes_nothing(acct):
         client.v1.invoices.list({"customer": cus.id}).data[0].billing_reason
         == "subscription_create"
     )
+
+
+def test_deleting_the_customer_or_its_clock_ends_its_subscriptions(acct):
+    _, client, _, ids = acct
+    t0 = ts(2026, 7, 1)
+    clock, cus = on_clock(client, t0)
+    sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": ids["monthly"]}]})
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": t0 + DAY})
+    client.v1.customers.delete(cus.id)
+    gone = client.v1.subscriptions.retrieve(sub.id)
+    assert (gone.status, gone.ended_at) == ("canceled", t0 + DAY)
+    clock2, cus2 = on_clock(client, t0)
+    sub2 = client.v1.subscriptions.create(
+        {"customer": cus2.id, "items": [{"price": ids["monthly"]}]}
+    )
+    client.v1.test_helpers.test_clocks.delete(clock2.id)
+    assert client.v1.subscriptions.retrieve(sub2.id).status == "canceled"
+    # Nothing renews for them any more.
+    assert len(client.v1.invoices.list({"subscription": sub.id}).data) == 1

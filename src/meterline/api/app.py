@@ -46,7 +46,6 @@ MAX_CACHED_SESSIONS = 10_000  # meter event sessions a worker remembers (pruned 
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
 EXPANDABLE_LATER = {
-    ("customer", "test_clock"),
     ("customer", "default_source"),
     ("product", "tax_code"),
 }

@@ -7,6 +7,7 @@ from typing import Any
 from meterline.api import render
 from meterline.api.app import Call
 from meterline.api.routing import Router
+from meterline.services import ServiceError
 from meterline.services import customers as svc
 from meterline.wire.errors import invalid
 from meterline.wire.lists import envelope, read_page
@@ -104,3 +105,16 @@ def register(router: Router) -> None:
     router.add("GET", "/v1/customers/{customer}", retrieve)
     router.add("POST", "/v1/customers/{customer}", update)
     router.add("DELETE", "/v1/customers/{customer}", delete)
+
+
+def expanders() -> dict[tuple[str, str], Any]:
+    def customer(repo, id):
+        try:
+            row = svc.get(repo, id)
+        except ServiceError:
+            return None
+        return render.customer(row)
+
+    return {
+        (obj, "customer"): customer for obj in ("subscription", "invoice", "billing.credit_grant")
+    }

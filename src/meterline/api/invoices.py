@@ -422,12 +422,7 @@ def register(router: Router) -> None:
 
 
 def expanders() -> dict[tuple[str, str], Any]:
-    from meterline.api import subscriptions as subscriptions_api
-
-    return {
-        ("subscription", "latest_invoice"): render_by_id,
-        ("subscription_details", "subscription"): subscriptions_api.render_by_id,
-    }
+    return {("subscription", "latest_invoice"): render_by_id}
 
 
 __all__ = ["register", "render_by_id", "render_invoice", "render_line"]

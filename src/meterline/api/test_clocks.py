@@ -6,7 +6,7 @@ from typing import Any
 
 from meterline.api.app import Call
 from meterline.api.routing import Router
-from meterline.services import due_work
+from meterline.services import ServiceError, due_work
 from meterline.services import test_clocks as svc
 from meterline.wire.lists import envelope, read_page
 
@@ -71,3 +71,16 @@ def register(router: Router) -> None:
     router.add("GET", base + "/{test_clock}", retrieve)
     router.add("DELETE", base + "/{test_clock}", delete)
     router.add("POST", base + "/{test_clock}/advance", advance)
+
+
+def expanders() -> dict[tuple[str, str], Any]:
+    def clock(repo, id):
+        try:
+            return render(svc.get(repo, id))
+        except ServiceError:
+            return None
+
+    return {
+        (obj, "test_clock"): clock
+        for obj in ("customer", "subscription", "invoice", "billing.credit_grant")
+    }

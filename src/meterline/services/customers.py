@@ -1,4 +1,5 @@
-"""Customers: create, retrieve, update, delete (soft: a deleted customer reads as deleted), list."""
+"""Customers: create, retrieve, update, delete (soft: a deleted customer reads as deleted, and
+its subscriptions end), list."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from meterline.ids import new_id, random_upper
 from meterline.services import not_found, test_clocks
 from meterline.store.repo import Repo
 from meterline.store.tables import customers as t
+from meterline.store.tables import subscriptions
 
 
 def create(repo: Repo, values: dict[str, Any], metadata: dict[str, str]) -> RowMapping:
@@ -51,8 +53,25 @@ def update(repo: Repo, cid: str, values: dict[str, Any], metadata_change: Any) -
 
 
 def delete(repo: Repo, cid: str) -> None:
-    get(repo, cid, allow_deleted=False)
+    """Delete the customer and, as Stripe does, end its subscriptions now (billing nothing more)."""
+    row = get(repo, cid, allow_deleted=False)
     repo.update(t, cid, {"deleted": True})
+    end_subscriptions(repo, [subscriptions.c.customer == cid], test_clocks.customer_now(repo, row))
+
+
+def end_subscriptions(repo: Repo, where: list[Any], now: int) -> None:
+    """Cancel the live subscriptions matching `where` at `now` (their customers are going)."""
+    c = subscriptions.c
+    repo.update_where(
+        subscriptions,
+        [*where, c.status.not_in(("canceled", "incomplete_expired"))],
+        {
+            "status": "canceled",
+            "canceled_at": now,
+            "ended_at": now,
+            "cancellation": {"reason": "cancellation_requested"},
+        },
+    )
 
 
 def list_(

@@ -14,7 +14,7 @@ from meterline import clock
 from meterline.ids import new_id
 from meterline.services import ServiceError, not_found
 from meterline.store.repo import Repo
-from meterline.store.tables import customers
+from meterline.store.tables import customers, subscriptions
 from meterline.store.tables import test_clocks as t
 
 DELETES_AFTER = 30 * 86_400
@@ -54,10 +54,17 @@ def list_(repo: Repo, *, limit: int, starting_after: str | None, ending_before: 
 
 
 def delete(repo: Repo, cid: str) -> None:
-    """Delete the clock and, as Stripe does, the customers that live on it."""
-    get(repo, cid)
+    """Delete the clock and, as Stripe does, the customers that live on it (their subscriptions
+    end at the clock's time)."""
+    row = get(repo, cid)
     repo.update(t, cid, {"deleted": True})
     repo.update_where(customers, [customers.c.test_clock == cid], {"deleted": True})
+    c = subscriptions.c
+    repo.update_where(
+        subscriptions,
+        [c.test_clock == cid, c.status.not_in(("canceled", "incomplete_expired"))],
+        {"status": "canceled", "canceled_at": row["frozen_time"], "ended_at": row["frozen_time"]},
+    )
 
 
 def advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
