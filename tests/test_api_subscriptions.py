@@ -445,3 +445,68 @@ def test_deleting_the_customer_or_its_clock_ends_its_subscriptions(acct):
     assert client.v1.subscriptions.retrieve(sub2.id).status == "canceled"
     # Nothing renews for them any more.
     assert len(client.v1.invoices.list({"subscription": sub.id}).data) == 1
+
+
+def test_metered_lines_use_transform_tiers_decimals_and_bill_negatives_as_zero(acct):
+    """One meter per price, over a test clock month: graduated tiers, volume tiers, a decimal
+    unit amount with transform_quantity (divide_by 1000, round up), and a negative total."""
+    _, client, _, _ = acct
+    t0 = ts(2026, 8, 1)
+    clock, cus = on_clock(client, t0)
+    prod = client.v1.products.create({"name": "Mixed"})
+
+    def meter():
+        return client.v1.billing.meters.create(
+            {
+                "display_name": "m",
+                "event_name": f"m_{uuid.uuid4().hex[:8]}",
+                "default_aggregation": {"formula": "sum"},
+            }
+        )
+
+    meters = [meter() for _ in range(4)]
+    tiers = [
+        {"up_to": 100, "unit_amount": 10},
+        {"up_to": 1000, "unit_amount_decimal": "2.5", "flat_amount": 500},
+        {"up_to": "inf", "unit_amount": 1},
+    ]
+
+    def price(m, **kw):
+        p = {
+            "product": prod.id,
+            "currency": "usd",
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": m.id},
+        }
+        p.update(kw)
+        return client.v1.prices.create(p).id
+
+    prices = [
+        price(meters[0], billing_scheme="tiered", tiers_mode="graduated", tiers=tiers),
+        price(meters[1], billing_scheme="tiered", tiers_mode="volume", tiers=tiers),
+        price(
+            meters[2],
+            unit_amount_decimal="0.35",
+            transform_quantity={"divide_by": 1000, "round": "up"},
+        ),
+        price(meters[3], unit_amount=7),
+    ]
+    sub = client.v1.subscriptions.create(
+        {"customer": cus.id, "items": [{"price": p} for p in prices]}
+    )
+    for m, value in zip(meters, ["1234.5", "1234.5", "2500001", "-3"], strict=True):
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": m.event_name,
+                "payload": {"stripe_customer_id": cus.id, "value": value},
+                "timestamp": t0 + 60,
+            }
+        )
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2026, 9, 1, 2)})
+    inv = d(client.v1.invoices.list({"subscription": sub.id, "limit": 1}).data[0])
+    got = [(ln["quantity_decimal"], ln["amount"]) for ln in inv["lines"]["data"]]
+    # graduated: 100 x 10 + 900 x 2.5 + 500 + 234.5 x 1 = 3984.5 -> 3985 (half-up once)
+    # volume: 1234.5 x 1 = 1234.5 -> 1235; transform: ceil(2500.001) = 2501 x 0.35 = 875.35 -> 875
+    # negative: billed as 0
+    assert got == [("1234.5", 3985), ("1234.5", 1235), ("2501", 875), ("0", 0)]
+    assert [ln["quantity"] for ln in inv["lines"]["data"]] == [None, None, 2501, 0]
+    assert inv["subtotal"] == 3985 + 1235 + 875
