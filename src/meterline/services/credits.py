@@ -226,6 +226,41 @@ def customer_grants(repo: Repo, customer: str) -> list[dict[str, Any]]:
     ]
 
 
+def ledger_of(repo: Repo, customer: str) -> dict[str, list[engine.Entry]]:
+    """The customer's ledger per grant, folded to one entry per (grant, type): the sum of its
+    amounts at the latest `effective_at`, which is all the rules read (is a type there, the
+    balance, the last time), in one grouped statement whatever the ledger's length. A closing
+    type written n times appears as n entries (the sum on the first, 0 on the others), so the
+    count of closings, which numbers the next closing's key, stays true."""
+    repo.flush()
+    t = txns.c
+    q = (
+        sa.select(
+            t.credit_grant,
+            t.type,
+            sa.func.sum(t.amount),
+            sa.func.max(t.effective_at),
+            sa.func.count(),
+        )
+        .where(
+            t.account_id == repo.scope.account_id,
+            t.livemode == repo.scope.livemode,
+            t.customer == customer,
+        )
+        .group_by(t.credit_grant, t.type)
+    )
+    out: dict[str, list[engine.Entry]] = {}
+    for grant, kind, amount, last, n in repo.conn.execute(q):
+        out.setdefault(grant, []).extend(
+            [engine.Entry(grant, kind, int(amount), int(last))]
+            + [engine.Entry(grant, kind, 0, int(last))] * (int(n) - 1 if kind in _CLOSING else 0)
+        )
+    return out
+
+
+_CLOSING = ("credits_expired", "credits_voided")
+
+
 def customer_entries(repo: Repo, customer: str) -> list[dict[str, Any]]:
     repo.flush()
     return [
@@ -273,7 +308,7 @@ def _due(
         due = engine.due_entries(as_engine(g), have, now)
         if not due:
             continue
-        closings = sum(1 for e in have if e.type in ("credits_expired", "credits_voided"))
+        closings = sum(1 for e in have if e.type in _CLOSING)
         keys = []
         for e in due:
             if e.type == "credits_granted":
@@ -293,11 +328,11 @@ def settle(repo: Repo, customer: str, now: int | None = None) -> None:
         cust = customers_service.get(repo, customer, param="customer")
         now = _now_for(repo, cust)
     grants = customer_grants(repo, customer)
-    if not _due(grants, _entries(customer_entries(repo, customer)), now):
+    if not _due(grants, ledger_of(repo, customer), now):
         return
     lock_customer(repo, customer)
     grants = customer_grants(repo, customer)
-    for g, due, keys in _due(grants, _entries(customer_entries(repo, customer)), now):
+    for g, due, keys in _due(grants, ledger_of(repo, customer), now):
         write_entries(repo, g, due, keys)
 
 
@@ -309,7 +344,7 @@ def apply_to_invoice(
     `lock_customer`. Returns the entries written."""
     settle(repo, customer, at)
     grants = {g["id"]: g for g in customer_grants(repo, customer)}
-    by_grant = _entries(customer_entries(repo, customer))
+    by_grant = ledger_of(repo, customer)
     balances = {gid: engine.balance(by_grant.get(gid, [])) for gid in grants}
     apps = engine.apply_credits(lines, [as_engine(g) for g in grants.values()], balances, at)
     written = []
@@ -324,7 +359,11 @@ def give_back(repo: Repo, customer: str, invoice: str, at: int) -> None:
     """Reinstate every application of a voided invoice to its grant at `at`, then close again
     what an ended grant got back (the caller holds `lock_customer`)."""
     grants = {g["id"]: g for g in customer_grants(repo, customer)}
-    entries = [e for es in _entries(customer_entries(repo, customer)).values() for e in es]
+    t = txns.c
+    rows = repo.conn.execute(
+        repo.select(txns, t.invoice == invoice, t.type == "credits_applied").order_by(t.seq)
+    ).mappings()
+    entries = [e for es in _entries(list(rows)).values() for e in es]
     for e in engine.give_back(entries, invoice, at):
         write_entries(repo, grants[e.grant], [e], [f"reinstated:{e.grant}:{e.line}"])
     settle(repo, customer, at)
@@ -361,7 +400,7 @@ def reserved_by_drafts(repo: Repo, customer: str, at: int) -> dict[str, int]:
     ):
         lines[r[0]].append(engine.Line(r[1], r[2], r[3], r[4], bool(r[5])))
     grants = [as_engine(g) for g in customer_grants(repo, customer)]
-    by_grant = _entries(customer_entries(repo, customer))
+    by_grant = ledger_of(repo, customer)
     balances = {g.id: engine.balance(by_grant.get(g.id, [])) for g in grants}
     reserved: dict[str, int] = {}
     for d in drafts:
@@ -401,7 +440,7 @@ def balance_summary(
             else _matches_scope(g, price_type, prices)
         )
     ]
-    by_grant = _entries(customer_entries(repo, customer))
+    by_grant = ledger_of(repo, customer)
     now = _now_for(repo, customers_service.get(repo, customer))
     reserved = reserved_by_drafts(repo, customer, now)
     ledger: dict[str, int] = {}

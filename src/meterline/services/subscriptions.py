@@ -553,12 +553,9 @@ def preview(repo: Repo, customer: str | None, subscription: str | None) -> dict[
     ]
     credits.settle(repo, row["customer"])
     grants = credits.customer_grants(repo, row["customer"])
-    entries = credits.customer_entries(repo, row["customer"])
+    ledger = credits.ledger_of(repo, row["customer"])
     reserved = credits.reserved_by_drafts(repo, row["customer"], at)
-    balances: dict[str, int] = {}
-    for e in entries:
-        sign = 1 if e["type"] in credit_engine.CREDIT_TYPES else -1
-        balances[e["credit_grant"]] = balances.get(e["credit_grant"], 0) + sign * e["amount"]
+    balances = {g: credit_engine.balance(es) for g, es in ledger.items()}
     for g, amount in reserved.items():
         balances[g] = balances.get(g, 0) - amount
     engine_lines = [
