@@ -216,14 +216,50 @@ def _entries(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[engine.Entry]]
     return out
 
 
+_RULE_COLUMNS = (
+    "id",
+    "customer",
+    "currency",
+    "amount",
+    "category",
+    "priority",
+    "effective_at",
+    "expires_at",
+    "voided_at",
+    "prices",
+    "created",
+    "test_clock",
+)
+
+
 def customer_grants(repo: Repo, customer: str) -> list[dict[str, Any]]:
+    """The customer's grants, with the columns the ledger's rules read."""
     repo.flush()
-    return [
-        dict(r)
-        for r in repo.conn.execute(
-            repo.select(grants_t, grants_t.c.customer == customer)
-        ).mappings()
-    ]
+    g = grants_t.c
+    q = sa.select(*(g[c] for c in _RULE_COLUMNS)).where(
+        g.account_id == repo.scope.account_id,
+        g.livemode == repo.scope.livemode,
+        g.customer == customer,
+    )
+    return [dict(r) for r in repo.conn.execute(q).mappings()]
+
+
+@dataclass
+class Book:
+    """A customer's grants and folded ledger as read at one moment (see `ledger_of`)."""
+
+    grants: dict[str, dict[str, Any]]
+    entries: dict[str, list[engine.Entry]]
+
+    def balances(self) -> dict[str, int]:
+        return {gid: engine.balance(self.entries.get(gid, [])) for gid in self.grants}
+
+    def engine_grants(self) -> list[engine.Grant]:
+        return [as_engine(g) for g in self.grants.values()]
+
+
+def book_of(repo: Repo, customer: str) -> Book:
+    return Book({g["id"]: g for g in customer_grants(repo, customer)}, ledger_of(repo, customer))
 
 
 def ledger_of(repo: Repo, customer: str) -> dict[str, list[engine.Entry]]:
@@ -271,12 +307,16 @@ def customer_entries(repo: Repo, customer: str) -> list[dict[str, Any]]:
 
 def write_entries(
     repo: Repo, grant: Mapping[str, Any], entries: Sequence[engine.Entry], keys: Sequence[str]
-) -> None:
+) -> list[str | None]:
+    """Insert each entry under its key unless the key is taken; the ids inserted (None where
+    the key was taken)."""
+    out: list[str | None] = []
     for e, key in zip(entries, keys, strict=True):
-        repo.insert_unless_exists(
+        tid = new_id("credbtx", 24)
+        inserted = repo.insert_unless_exists(
             txns,
             {
-                "id": new_id("credbtx", 24),
+                "id": tid,
                 "created": e.effective_at,
                 "customer": grant["customer"],
                 "credit_grant": e.grant,
@@ -290,6 +330,8 @@ def write_entries(
                 "test_clock": grant["test_clock"],
             },
         )
+        out.append(tid if inserted else None)
+    return out
 
 
 def lock_customer(repo: Repo, customer: str) -> None:
@@ -299,12 +341,10 @@ def lock_customer(repo: Repo, customer: str) -> None:
     repo.lock("credits.customer", customer)
 
 
-def _due(
-    grants: Sequence[Mapping[str, Any]], by_grant: Mapping[str, list[engine.Entry]], now: int
-) -> list[tuple[Mapping[str, Any], list[engine.Entry], list[str]]]:
+def _due(book: Book, now: int) -> list[tuple[Mapping[str, Any], list[engine.Entry], list[str]]]:
     out = []
-    for g in grants:
-        have = by_grant.get(g["id"], [])
+    for g in book.grants.values():
+        have = book.entries.get(g["id"], [])
         due = engine.due_entries(as_engine(g), have, now)
         if not due:
             continue
@@ -320,20 +360,23 @@ def _due(
     return out
 
 
-def settle(repo: Repo, customer: str, now: int | None = None) -> None:
-    """Write every ledger entry due by now (the customer's time) for the customer's grants.
-    Nothing due: nothing locked. Something due: the customer's ledger is locked and read again,
-    so a closing debit is what remains after every committed application."""
+def settle(repo: Repo, customer: str, now: int | None = None) -> Book:
+    """Write every ledger entry due by now (the customer's time) for the customer's grants, and
+    return the customer's book after it. Nothing due: nothing locked. Something due: the
+    customer's ledger is locked and read again, so a closing debit is what remains after every
+    committed application."""
     if now is None:
         cust = customers_service.get(repo, customer, param="customer")
         now = _now_for(repo, cust)
-    grants = customer_grants(repo, customer)
-    if not _due(grants, ledger_of(repo, customer), now):
-        return
+    book = book_of(repo, customer)
+    if not _due(book, now):
+        return book
     lock_customer(repo, customer)
-    grants = customer_grants(repo, customer)
-    for g, due, keys in _due(grants, ledger_of(repo, customer), now):
-        write_entries(repo, g, due, keys)
+    book = book_of(repo, customer)
+    due = _due(book, now)
+    for g, entries, keys in due:
+        write_entries(repo, g, entries, keys)
+    return book_of(repo, customer) if due else book
 
 
 def apply_to_invoice(
@@ -341,17 +384,18 @@ def apply_to_invoice(
 ) -> list[dict[str, Any]]:
     """Apply the customer's credits to the invoice's lines at its finalization time `at`, in
     burn order, and write one `credits_applied` entry per (grant, line); the caller holds
-    `lock_customer`. Returns the entries written."""
-    settle(repo, customer, at)
-    grants = {g["id"]: g for g in customer_grants(repo, customer)}
-    by_grant = ledger_of(repo, customer)
-    balances = {gid: engine.balance(by_grant.get(gid, [])) for gid in grants}
-    apps = engine.apply_credits(lines, [as_engine(g) for g in grants.values()], balances, at)
+    `lock_customer`. Returns the entries written (id, credit_grant, invoice_line_item, amount)."""
+    book = settle(repo, customer, at)
+    apps = engine.apply_credits(lines, book.engine_grants(), book.balances(), at)
     written = []
     for e in engine.applied_entries(apps, invoice, at):
         key = f"applied:{e.grant}:{e.line}"
-        write_entries(repo, grants[e.grant], [e], [key])
-        written.append(repo.get_by(txns, "entry_key", key))
+        tid = write_entries(repo, book.grants[e.grant], [e], [key])[0]
+        if tid is None:  # written before (a finalization retried after its commit)
+            tid = repo.get_by(txns, "entry_key", key)["id"]  # type: ignore[index]
+        written.append(
+            {"id": tid, "credit_grant": e.grant, "invoice_line_item": e.line, "amount": e.amount}
+        )
     return written
 
 
@@ -369,7 +413,9 @@ def give_back(repo: Repo, customer: str, invoice: str, at: int) -> None:
     settle(repo, customer, at)
 
 
-def reserved_by_drafts(repo: Repo, customer: str, at: int) -> dict[str, int]:
+def reserved_by_drafts(
+    repo: Repo, customer: str, at: int, book: Book | None = None
+) -> dict[str, int]:
     """What the customer's draft invoices would take from each grant if they finalized now, in
     the order they were created (the reservation `available_balance` subtracts; ours)."""
     i, ln = invoices.c, invoice_lines.c
@@ -399,9 +445,10 @@ def reserved_by_drafts(repo: Repo, customer: str, at: int) -> dict[str, int]:
         .order_by(ln.invoice, ln.position)
     ):
         lines[r[0]].append(engine.Line(r[1], r[2], r[3], r[4], bool(r[5])))
-    grants = [as_engine(g) for g in customer_grants(repo, customer)]
-    by_grant = ledger_of(repo, customer)
-    balances = {g.id: engine.balance(by_grant.get(g.id, [])) for g in grants}
+    if book is None:
+        book = book_of(repo, customer)
+    grants = book.engine_grants()
+    balances = book.balances()
     reserved: dict[str, int] = {}
     for d in drafts:
         for a in engine.apply_credits(lines[d], grants, balances, at):
@@ -425,28 +472,28 @@ def balance_summary(
     prices: list[str] | None = None,
 ) -> list[tuple[str, int, int]]:
     """(currency, available, ledger) per currency of the matching grants, after settling."""
-    customers_service.get(repo, customer, param="customer")
+    cust = customers_service.get(repo, customer, param="customer")
     if credit_grant is not None:
         g = get(repo, credit_grant, param="filter[credit_grant]")
         if g["customer"] != customer:
             raise not_found("billing credit grant", credit_grant, "filter[credit_grant]")
-    settle(repo, customer)
+    now = _now_for(repo, cust)
+    book = settle(repo, customer, now)
     grants = [
         g
-        for g in customer_grants(repo, customer)
+        for g in book.grants.values()
         if (
             g["id"] == credit_grant
             if credit_grant is not None
             else _matches_scope(g, price_type, prices)
         )
     ]
-    by_grant = ledger_of(repo, customer)
-    now = _now_for(repo, customers_service.get(repo, customer))
-    reserved = reserved_by_drafts(repo, customer, now)
+    reserved = reserved_by_drafts(repo, customer, now, book)
+    balances = book.balances()
     ledger: dict[str, int] = {}
     available: dict[str, int] = {}
     for g in grants:
-        cur, bal = g["currency"], engine.balance(by_grant.get(g["id"], []))
+        cur, bal = g["currency"], balances[g["id"]]
         ledger[cur] = ledger.get(cur, 0) + bal
         available[cur] = available.get(cur, 0) + max(0, bal - reserved.get(g["id"], 0))
     # Expiries are written by `settle` before this reads, so none is pending here.
@@ -454,8 +501,8 @@ def balance_summary(
 
 
 def list_transactions(repo: Repo, customer: str, credit_grant: str | None, **page: Any):
-    customers_service.get(repo, customer, param="customer")
-    settle(repo, customer)
+    cust = customers_service.get(repo, customer, param="customer")
+    settle(repo, customer, _now_for(repo, cust))
     where = [txns.c.customer == customer]
     if credit_grant is not None:
         where.append(txns.c.credit_grant == credit_grant)

@@ -551,11 +551,9 @@ def preview(repo: Repo, customer: str | None, subscription: str | None) -> dict[
         {"id": f"il_tmp_{i:04d}", "draft": d, "credited": 0, "credits": []}
         for i, d in enumerate(drafts)
     ]
-    credits.settle(repo, row["customer"])
-    grants = credits.customer_grants(repo, row["customer"])
-    ledger = credits.ledger_of(repo, row["customer"])
-    reserved = credits.reserved_by_drafts(repo, row["customer"], at)
-    balances = {g: credit_engine.balance(es) for g, es in ledger.items()}
+    book = credits.settle(repo, row["customer"])
+    reserved = credits.reserved_by_drafts(repo, row["customer"], at, book)
+    balances = book.balances()
     for g, amount in reserved.items():
         balances[g] = balances.get(g, 0) - amount
     engine_lines = [
@@ -564,9 +562,7 @@ def preview(repo: Repo, customer: str | None, subscription: str | None) -> dict[
         )
         for ln in lines
     ]
-    apps = credit_engine.apply_credits(
-        engine_lines, [credits.as_engine(g) for g in grants], balances, at
-    )
+    apps = credit_engine.apply_credits(engine_lines, book.engine_grants(), balances, at)
     by_id = {ln["id"]: ln for ln in lines}
     for a in apps:
         by_id[a.line]["credited"] += a.amount
