@@ -510,3 +510,42 @@ def test_metered_lines_use_transform_tiers_decimals_and_bill_negatives_as_zero(a
     assert got == [("1234.5", 3985), ("1234.5", 1235), ("2501", 875), ("0", 0)]
     assert [ln["quantity"] for ln in inv["lines"]["data"]] == [None, None, 2501, 0]
     assert inv["subtotal"] == 3985 + 1235 + 875
+
+
+def test_a_failing_billing_step_is_left_for_later_and_the_others_go_on(acct, server):
+    """A subscription whose item names a price that is gone (broken here with SQL) cannot renew:
+    the run logs it and leaves it due, and renews the subscriptions sharing its transaction."""
+    import sqlalchemy as sa
+
+    from meterline.services import due_work
+    from meterline.store.db import Database
+
+    _, client, _, ids = acct
+    cus = client.v1.customers.create({"name": "chunk"})
+    subs = [
+        client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": ids["monthly"]}]})
+        for _ in range(3)
+    ]
+    end = d(subs[0])["items"]["data"][0]["current_period_end"]
+    broken = subs[1]
+    db = Database(server.database_url)
+    try:
+        with db.write() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE subscription_items SET price = 'price_gone' WHERE subscription = :s"
+                ),
+                {"s": broken.id},
+            )
+        ran = due_work.bill_due(
+            db, max(d(s)["items"]["data"][0]["current_period_end"] for s in subs) + 5
+        )
+    finally:
+        db.dispose()
+    assert ran == 2
+    assert len(client.v1.invoices.list({"subscription": broken.id}).data) == 1
+    for s in subs:
+        if s.id != broken.id:
+            got = d(client.v1.subscriptions.retrieve(s.id))["items"]["data"][0]
+            assert got["current_period_start"] >= end - 5
+            assert len(client.v1.invoices.list({"subscription": s.id}).data) == 2

@@ -40,6 +40,7 @@ log = logging.getLogger("meterline.jobs")
 
 IDEMPOTENCY_TTL = 24 * 3600
 BATCH = 500  # due steps read at a time by the billing job
+STEPS_PER_TRANSACTION = 50  # one commit per this many steps (a failing step is then run alone)
 SESSION_KEEP = 24 * 3600  # expired stream sessions are kept a day (their 401 says "expired")
 
 
@@ -80,8 +81,9 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
 
 def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = None) -> int:
     """Renew and finalize everything on the wall clock due by `now`, in every account, in time
-    order, one transaction per step (a renewal or a finalization). A step that fails is logged
-    and left for the next run; the others go on. Returns the steps run."""
+    order, up to STEPS_PER_TRANSACTION steps (renewals or finalizations) per transaction. When a
+    step fails, its chunk is run again one step per transaction: the failing step is logged and
+    left for the next run, the others go on. Returns the steps run."""
     s, i = subscriptions_t.c, invoices_t.c
     steps = 0
     failed: set[str] = set()
@@ -114,25 +116,37 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
         )[:BATCH]
         if not work:
             return steps
-        for at, account, live, oid, kind in work:
+        for k in range(0, len(work), STEPS_PER_TRANSACTION):
+            chunk = work[k : k + STEPS_PER_TRANSACTION]
             try:
                 with db.write() as conn:
-                    repo = Repo(conn, Scope(account, bool(live)))
-                    if kind == 0:
-                        credits.lock_customer(repo, invoices.get(repo, oid)["customer"])
-                        did = invoices.get(repo, oid)["status"] == "draft"
-                        if did:
-                            invoices.finalize(repo, oid, at)
-                    else:
-                        did = subscriptions.renew(repo, oid, at) is not None
+                    done = sum(_step(conn, *item) for item in chunk)
             except Exception:
-                log.exception("billing step for %s at %s failed; it is retried next run", oid, at)
-                failed.add(oid)
-                continue
-            if did:  # a step another worker did first is not counted
-                steps += 1
-                if progress is not None:
-                    progress(1)
+                # The chunk rolled back: run its steps one transaction each, so that the one
+                # that fails is left for the next run and the others go on.
+                done = 0
+                for item in chunk:
+                    try:
+                        with db.write() as conn:
+                            done += _step(conn, *item)
+                    except Exception:
+                        log.exception(
+                            "billing step for %s at %s failed; it is retried next run",
+                            item[3],
+                            item[0],
+                        )
+                        failed.add(item[3])
+            steps += done  # a step another worker did first is not counted
+            if progress is not None and done:
+                progress(done)
+
+
+def _step(conn: Any, at: int, account: str, live: Any, oid: str, kind: int) -> bool:
+    """Run one due step; False when another worker or request did it first."""
+    repo = Repo(conn, Scope(account, bool(live)))
+    if kind == 0:
+        return invoices.finalize_due(repo, oid, at)
+    return subscriptions.renew(repo, oid, at) is not None
 
 
 def settle_due_grants(db: Database, now: int) -> int:

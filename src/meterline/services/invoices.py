@@ -70,11 +70,7 @@ def update(
 
 
 def lines_of(repo: Repo, iid: str) -> list[dict[str, Any]]:
-    repo.flush()
-    q = repo.select(invoice_lines, invoice_lines.c.invoice == iid).order_by(
-        invoice_lines.c.position
-    )
-    return [dict(r) for r in repo.conn.execute(q).mappings()]
+    return repo.rows_by(invoice_lines, "invoice", iid, order="position")
 
 
 def credit_amounts(repo: Repo, iid: str) -> dict[str, list[tuple[str, int]]]:
@@ -199,20 +195,25 @@ def meter_totals(
     """Each meter's aggregate (its formula) for the customer over [start, end)."""
     if not meter_ids or end <= start:
         return {}
-    repo.flush()
-    rows = repo.conn.execute(repo.select(meters, meters.c.id.in_(sorted(set(meter_ids)))))
-    metas = {r["id"]: usage.meter_info(r) for r in rows.mappings()}
+    metas = {}
+    for mid in sorted(set(meter_ids)):
+        row = repo.get(meters, mid)
+        if row is not None:
+            metas[mid] = usage.meter_info(row)
     out: dict[str, Decimal] = {}
     for r in usage.collect(repo, customer, metas, [(start, end)]):
         out[r.meter_id] = out.get(r.meter_id, Decimal(0)) + Decimal(r.bucket_value)
     return out
 
 
-def _refresh_metered(repo: Repo, inv: Mapping[str, Any], lines: list[dict[str, Any]]) -> None:
-    """Recompute the metered lines from the usage as it is now (in place, and stored)."""
+def _refresh_metered(
+    repo: Repo, inv: Mapping[str, Any], lines: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Recompute the metered lines from the usage as it is now (in place, and stored); returns
+    the metered lines' prices by id."""
     metered = [ln for ln in lines if ln["metered"]]
     if not metered:
-        return
+        return {}
     specs = {ln["price"]: catalog_service.get_price_any(repo, ln["price"]) for ln in metered}
     spans: dict[tuple[int, int], list[str]] = {}
     for ln in metered:
@@ -238,6 +239,7 @@ def _refresh_metered(repo: Repo, inv: Mapping[str, Any], lines: list[dict[str, A
                 invoice_lines, ln["id"], {"quantity": q, "amount": amount, "description": desc}
             )
             ln.update(quantity=q, amount=amount, description=desc)
+    return specs
 
 
 def _number(repo: Repo, customer: Mapping[str, Any]) -> str:
@@ -273,19 +275,37 @@ def finalize(repo: Repo, iid: str, at: int | None = None) -> dict[str, Any]:
             code="invoice_not_editable",
             param="invoice",
         )
+    return _finalize(repo, inv, at)
+
+
+def finalize_due(repo: Repo, iid: str, at: int) -> bool:
+    """The background run's finalization: False when the invoice is no longer a draft (another
+    worker or a request finalized it first)."""
+    inv = get(repo, iid)
+    if inv["status"] != "draft":
+        return False
+    credits.lock_customer(repo, inv["customer"])
+    inv = get(repo, iid)
+    if inv["status"] != "draft":
+        return False
+    _finalize(repo, inv, at)
+    return True
+
+
+def _finalize(repo: Repo, inv: dict[str, Any], at: int | None) -> dict[str, Any]:
+    iid = inv["id"]
     customer = customers_service.get(repo, inv["customer"], param="customer")
     if at is None:
         at = _customer_time(repo, customer)
     lines = lines_of(repo, iid)
-    _refresh_metered(repo, inv, lines)
-    metered_prices = {
-        ln["price"]
-        for ln in lines
-        if ln["metered"] and catalog_service.get_price_any(repo, ln["price"])["meter"]
-    }
+    prices = _refresh_metered(repo, inv, lines)
     engine_lines = [
         credit_engine.Line(
-            ln["id"], ln["price"], ln["currency"], ln["amount"], ln["price"] in metered_prices
+            ln["id"],
+            ln["price"],
+            ln["currency"],
+            ln["amount"],
+            bool(ln["metered"] and prices[ln["price"]]["meter"]),
         )
         for ln in lines
     ]
@@ -319,7 +339,7 @@ def finalize(repo: Repo, iid: str, at: int | None = None) -> dict[str, Any]:
     if inv["collection_method"] == "send_invoice":
         days = _days_until_due(repo, inv)
         changes["due_date"] = at + days * 86_400
-    n = repo.update_where(invoices, [invoices.c.id == iid, invoices.c.status == "draft"], changes)
+    n = repo.update(invoices, iid, changes, expect={"status": "draft"})
     if n != 1:  # unreachable under the lock; refuse rather than write twice
         raise ServiceError(
             409, f"The invoice {iid} was finalized by another request.", code="lock_timeout"
@@ -374,7 +394,7 @@ def pay(repo: Repo, iid: str, paid_out_of_band: bool) -> dict[str, Any]:
     customer = customers_service.get(repo, inv["customer"], param="customer")
     at = max(_customer_time(repo, customer), inv["finalized_at"] or 0)
     changes = {"status": "paid", "amount_paid": inv["amount_due"], "paid_at": at}
-    n = repo.update_where(invoices, [invoices.c.id == iid, invoices.c.status == "open"], changes)
+    n = repo.update(invoices, iid, changes, expect={"status": "open"})
     if n != 1:
         raise ServiceError(
             400,
@@ -413,6 +433,7 @@ __all__ = [
     "credit_amounts",
     "due_drafts",
     "finalize",
+    "finalize_due",
     "find",
     "get",
     "lines_of",

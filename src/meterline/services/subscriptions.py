@@ -92,11 +92,7 @@ def get_item(repo: Repo, item_id: str) -> dict[str, Any]:
 
 
 def items_of(repo: Repo, sid: str) -> list[dict[str, Any]]:
-    repo.flush()
-    q = repo.select(subscription_items, subscription_items.c.subscription == sid).order_by(
-        subscription_items.c.seq
-    )
-    return [dict(r) for r in repo.conn.execute(q).mappings()]
+    return repo.rows_by(subscription_items, "subscription", sid)
 
 
 def items_of_many(repo: Repo, sids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -400,14 +396,7 @@ def cancel(
         )
         if inv is not None:
             changes["latest_invoice"] = inv["id"]
-    n = repo.update_where(
-        subscriptions,
-        [
-            subscriptions.c.id == sid,
-            subscriptions.c.status.not_in(("canceled", "incomplete_expired")),
-        ],
-        changes,
-    )
+    n = repo.update(subscriptions, sid, changes, expect={"status": row["status"]})
     if n != 1:
         raise _bad(f"The subscription {sid} is already canceled.", "subscription_exposed_id")
     return {**row, **changes}
@@ -453,14 +442,11 @@ def renew(repo: Repo, sid: str, at: int) -> dict[str, Any] | None:
         }
     else:
         changes = {"status": "canceled", "ended_at": at, "canceled_at": row["canceled_at"] or at}
-    claimed = repo.update_where(
+    claimed = repo.update(
         subscriptions,
-        [
-            subscriptions.c.id == sid,
-            subscriptions.c.current_period_end == at,
-            subscriptions.c.status.in_(LIVE),
-        ],
+        sid,
         changes,
+        expect={"current_period_end": at, "status": row["status"]},
     )
     if claimed != 1:
         return None

@@ -68,6 +68,8 @@ class CompiledTable:
         self.insert_ignore_sql = self.insert_sql + " ON CONFLICT DO NOTHING"
         self.name = name
         self._get_by: dict[str, str] = {}
+        self._update: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._rows_by: dict[tuple[str, str], str] = {}
         self.defaults = {
             c.name: c.default.arg
             for c in table.columns
@@ -110,10 +112,28 @@ class CompiledTable:
             self._get_by[column] = sql
         return sql
 
-    def update_sql(self, names: list[str]) -> str:
-        sets = ", ".join(f"{self.quote(n)} = {self.ph}" for n in names)
-        ph = self.ph
-        return f"UPDATE {self.name} SET {sets} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
+    def update_sql(self, names: list[str], expect: tuple[str, ...] = ()) -> str:
+        key = (tuple(names), expect)
+        sql = self._update.get(key)
+        if sql is None:
+            sets = ", ".join(f"{self.quote(n)} = {self.ph}" for n in names)
+            ph = self.ph
+            sql = f"UPDATE {self.name} SET {sets} WHERE account_id = {ph} AND livemode = {ph} AND id = {ph}"
+            sql += "".join(f" AND {self.quote(c)} = {ph}" for c in expect)
+            self._update[key] = sql
+        return sql
+
+    def rows_by_sql(self, column: str, order: str) -> str:
+        """SELECT the rows whose `column` is a value, in `order` (a column name)."""
+        key = (column, order)
+        sql = self._rows_by.get(key)
+        if sql is None:
+            sql = (
+                self.get_sql.rsplit(" id = ", 1)[0]
+                + f" {self.quote(column)} = {self.ph} ORDER BY {self.quote(order)}"
+            )
+            self._rows_by[key] = sql
+        return sql
 
 
 # PostgreSQL connections prepare nothing on their own (the threshold in db.py is out of reach): a

@@ -223,22 +223,50 @@ class Repo:
         finally:
             cur.close()
 
-    def update(self, table: sa.Table, id: str, values: dict[str, Any]) -> int:
+    def update(
+        self,
+        table: sa.Table,
+        id: str,
+        values: dict[str, Any],
+        *,
+        expect: dict[str, Any] | None = None,
+    ) -> int:
+        """Update the row `id`; with `expect`, only if its columns still hold those values (a
+        compare-and-set). Returns the rows changed (0 or 1)."""
         if not values:
             return 0
         self.flush()
         self.wrote = True
         ct = compiled(table, self.conn.dialect)
         names = list(values)
+        conds = tuple(expect or ())
         params = [ct.encode(n, values[n]) for n in names] + [
             self.scope.account_id,
             self.scope.livemode,
             id,
         ]
+        params += [ct.encode(c, expect[c]) for c in conds]  # type: ignore[index]
         cur = self._cursor()
         try:
-            cur.execute(ct.update_sql(names), params, **POINT[self.dialect])
+            cur.execute(ct.update_sql(names, conds), params, **POINT[self.dialect])
             return cur.rowcount
+        finally:
+            cur.close()
+
+    def rows_by(
+        self, table: sa.Table, column: str, value: Any, *, order: str = "seq"
+    ) -> list[dict[str, Any]]:
+        """Every row of the scope whose `column` is `value`, in `order` (one precompiled
+        statement, e.g. an invoice's lines)."""
+        ct = compiled(table, self.conn.dialect)
+        self.flush()
+        cur = self._cursor()
+        try:
+            cur.execute(
+                ct.rows_by_sql(column, order),
+                (self.scope.account_id, self.scope.livemode, value),
+            )
+            return [ct.decode(r) for r in cur.fetchall()]
         finally:
             cur.close()
 
