@@ -549,3 +549,41 @@ def test_a_failing_billing_step_is_left_for_later_and_the_others_go_on(acct, ser
             got = d(client.v1.subscriptions.retrieve(s.id))["items"]["data"][0]
             assert got["current_period_start"] >= end - 5
             assert len(client.v1.invoices.list({"subscription": s.id}).data) == 2
+
+
+def test_a_run_catching_up_renews_and_finalizes_in_one_step(acct, server):
+    """A run that comes after the draft's hour (a worker was down) renews and finalizes at once,
+    at the draft's own due time, with the same amounts and credits as two runs would give."""
+    from meterline.services import due_work
+    from meterline.store.db import Database
+
+    _, client, meter, ids = acct
+    cus = client.v1.customers.create({"name": "late"})
+    client.v1.billing.credit_grants.create(
+        {
+            "customer": cus.id,
+            "amount": {"type": "monetary", "monetary": {"currency": "usd", "value": 25}},
+            "applicability_config": {"scope": {"price_type": "metered"}},
+        }
+    )
+    sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": ids["metered"]}]})
+    client.v1.billing.meter_events.create(
+        {"event_name": meter.event_name, "payload": {"stripe_customer_id": cus.id, "value": "30"}}
+    )
+    end = d(sub)["items"]["data"][0]["current_period_end"]
+    db = Database(server.database_url)
+    try:
+        # (Other tests' wall-clock subscriptions may fall due in the same run.)
+        assert due_work.bill_due(db, end + 5 * 3600) >= 2
+        assert due_work.bill_due(db, end + 5 * 3600) == 0
+    finally:
+        db.dispose()
+    (inv,) = [
+        d(i)
+        for i in client.v1.invoices.list({"subscription": sub.id}).data
+        if i.billing_reason == "subscription_cycle"
+    ]
+    assert_matches(inv, "invoice")
+    assert inv["status"] == "open" and inv["status_transitions"]["finalized_at"] == end + 3600
+    assert (inv["subtotal"], inv["amount_due"]) == (60, 35)
+    assert inv["lines"]["data"][0]["pretax_credit_amounts"][0]["amount"] == 25

@@ -360,32 +360,41 @@ def _due(book: Book, now: int) -> list[tuple[Mapping[str, Any], list[engine.Entr
     return out
 
 
-def settle(repo: Repo, customer: str, now: int | None = None) -> Book:
+def settle(repo: Repo, customer: str, now: int | None = None, *, locked: bool = False) -> Book:
     """Write every ledger entry due by now (the customer's time) for the customer's grants, and
     return the customer's book after it. Nothing due: nothing locked. Something due: the
-    customer's ledger is locked and read again, so a closing debit is what remains after every
-    committed application."""
+    customer's ledger is locked and read again (unless the caller holds the lock: `locked`), so
+    a closing debit is what remains after every committed application."""
     if now is None:
         cust = customers_service.get(repo, customer, param="customer")
         now = _now_for(repo, cust)
     book = book_of(repo, customer)
-    if not _due(book, now):
-        return book
-    lock_customer(repo, customer)
-    book = book_of(repo, customer)
     due = _due(book, now)
+    if not due:
+        return book
+    if not locked:
+        lock_customer(repo, customer)
+        book = book_of(repo, customer)
+        due = _due(book, now)
     for g, entries, keys in due:
         write_entries(repo, g, entries, keys)
-    return book_of(repo, customer) if due else book
+        book.entries.setdefault(g["id"], []).extend(entries)
+    return book
 
 
 def apply_to_invoice(
-    repo: Repo, customer: str, invoice: str, lines: Sequence[engine.Line], at: int
+    repo: Repo,
+    customer: str,
+    invoice: str,
+    lines: Sequence[engine.Line],
+    at: int,
+    *,
+    locked: bool = True,
 ) -> list[dict[str, Any]]:
     """Apply the customer's credits to the invoice's lines at its finalization time `at`, in
     burn order, and write one `credits_applied` entry per (grant, line); the caller holds
     `lock_customer`. Returns the entries written (id, credit_grant, invoice_line_item, amount)."""
-    book = settle(repo, customer, at)
+    book = settle(repo, customer, at, locked=locked)
     apps = engine.apply_credits(lines, book.engine_grants(), book.balances(), at)
     written = []
     for e in engine.applied_entries(apps, invoice, at):

@@ -120,7 +120,7 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
             chunk = work[k : k + STEPS_PER_TRANSACTION]
             try:
                 with db.write() as conn:
-                    done = sum(_step(conn, *item) for item in chunk)
+                    done = sum(_step(conn, *item, now) for item in chunk)
             except Exception:
                 # The chunk rolled back: run its steps one transaction each, so that the one
                 # that fails is left for the next run and the others go on.
@@ -128,7 +128,7 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
                 for item in chunk:
                     try:
                         with db.write() as conn:
-                            done += _step(conn, *item)
+                            done += _step(conn, *item, now)
                     except Exception:
                         log.exception(
                             "billing step for %s at %s failed; it is retried next run",
@@ -141,12 +141,15 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
                 progress(done)
 
 
-def _step(conn: Any, at: int, account: str, live: Any, oid: str, kind: int) -> bool:
-    """Run one due step; False when another worker or request did it first."""
+def _step(conn: Any, at: int, account: str, live: Any, oid: str, kind: int, now: int) -> int:
+    """Run one due step; the steps done (0 when another worker or request did it first; 2 for
+    a renewal whose draft was due too, finalized at once)."""
     repo = Repo(conn, Scope(account, bool(live)))
     if kind == 0:
-        return invoices.finalize_due(repo, oid, at)
-    return subscriptions.renew(repo, oid, at) is not None
+        return int(invoices.finalize_due(repo, oid, at))
+    if subscriptions.renew(repo, oid, at, finalize_by=now) is None:
+        return 0
+    return 2 if at + invoices.FINALIZE_AFTER <= now else 1
 
 
 def settle_due_grants(db: Database, now: int) -> int:

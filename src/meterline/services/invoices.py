@@ -145,10 +145,11 @@ def create(
     lines: Sequence[LineDraft],
     at: int,
     draft_key: str | None = None,
+    iid: str | None = None,
 ) -> dict[str, Any] | None:
     """A draft invoice of the subscription with these lines, created at `at` and finalizing an
     hour later. With a `draft_key` taken already (another worker made this cycle's draft), None."""
-    iid = new_id("in", 24)
+    iid = iid or new_id("in", 24)
     subtotal = sum(d.amount for d in lines)
     row = {
         "id": iid,
@@ -243,17 +244,17 @@ def _refresh_metered(
 
 
 def _number(repo: Repo, customer: Mapping[str, Any]) -> str:
-    c = invoices.c
-    n = repo.conn.execute(
-        sa.select(sa.func.count())
-        .select_from(invoices)
-        .where(
-            c.account_id == repo.scope.account_id,
-            c.livemode == repo.scope.livemode,
-            c.customer == customer["id"],
-            c.number.is_not(None),
+    ph = "?" if repo.dialect == "sqlite" else "%s"
+    cur = repo.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(
+            f"SELECT count(*) FROM invoices WHERE account_id = {ph} AND livemode = {ph} "
+            f"AND customer = {ph} AND number IS NOT NULL",
+            (repo.scope.account_id, repo.scope.livemode, customer["id"]),
         )
-    ).scalar_one()
+        n = cur.fetchone()[0]
+    finally:
+        cur.close()
     prefix = customer.get("invoice_prefix") or customer["id"].split("_", 1)[-1][:8].upper()
     return f"{prefix}-{n + 1:04d}"
 
@@ -278,6 +279,15 @@ def finalize(repo: Repo, iid: str, at: int | None = None) -> dict[str, Any]:
     return _finalize(repo, inv, at)
 
 
+def finalize_new(
+    repo: Repo, inv: dict[str, Any], customer: Mapping[str, Any], at: int
+) -> dict[str, Any]:
+    """Finalize at `at` a draft made earlier in this same transaction (the background run
+    catching up on a renewal whose hour has passed): its lines are as fresh as can be."""
+    credits.lock_customer(repo, inv["customer"])
+    return _finalize(repo, inv, at, customer=customer, fresh=True)
+
+
 def finalize_due(repo: Repo, iid: str, at: int) -> bool:
     """The background run's finalization: False when the invoice is no longer a draft (another
     worker or a request finalized it first)."""
@@ -292,13 +302,30 @@ def finalize_due(repo: Repo, iid: str, at: int) -> bool:
     return True
 
 
-def _finalize(repo: Repo, inv: dict[str, Any], at: int | None) -> dict[str, Any]:
+def _finalize(
+    repo: Repo,
+    inv: dict[str, Any],
+    at: int | None,
+    *,
+    customer: Mapping[str, Any] | None = None,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """`fresh`: the lines were computed in this very transaction (a renewal finalized at once),
+    so the usage is not read again. The caller holds the customer's ledger lock."""
     iid = inv["id"]
-    customer = customers_service.get(repo, inv["customer"], param="customer")
+    if customer is None:
+        customer = customers_service.get(repo, inv["customer"], param="customer")
     if at is None:
         at = _customer_time(repo, customer)
     lines = lines_of(repo, iid)
-    prices = _refresh_metered(repo, inv, lines)
+    if fresh:
+        prices = {
+            ln["price"]: catalog_service.get_price_any(repo, ln["price"])
+            for ln in lines
+            if ln["metered"]
+        }
+    else:
+        prices = _refresh_metered(repo, inv, lines)
     engine_lines = [
         credit_engine.Line(
             ln["id"],
@@ -309,7 +336,7 @@ def _finalize(repo: Repo, inv: dict[str, Any], at: int | None) -> dict[str, Any]
         )
         for ln in lines
     ]
-    written = credits.apply_to_invoice(repo, inv["customer"], iid, engine_lines, at)
+    written = credits.apply_to_invoice(repo, inv["customer"], iid, engine_lines, at, locked=True)
     per_line: dict[str, int] = {}
     for e in written:
         per_line[e["invoice_line_item"]] = per_line.get(e["invoice_line_item"], 0) + e["amount"]
@@ -434,6 +461,7 @@ __all__ = [
     "due_drafts",
     "finalize",
     "finalize_due",
+    "finalize_new",
     "find",
     "get",
     "lines_of",

@@ -427,9 +427,13 @@ def _cycle(row: Mapping[str, Any]) -> engine.Cycle:
     )
 
 
-def renew(repo: Repo, sid: str, at: int) -> dict[str, Any] | None:
+def renew(
+    repo: Repo, sid: str, at: int, *, finalize_by: int | None = None
+) -> dict[str, Any] | None:
     """Run the period end `at` of the subscription: its cycle's draft invoice, and the next
-    period (or its end). None when it was not due at `at` or another worker did it."""
+    period (or its end). None when it was not due at `at` or another worker did it. With
+    `finalize_by` (a run catching up to that time), a draft whose hour has passed by then is
+    finalized at once, at its due time, with the lines just computed."""
     row = get(repo, sid)
     if row["status"] not in LIVE or row["current_period_end"] != at:
         return None
@@ -442,6 +446,8 @@ def renew(repo: Repo, sid: str, at: int) -> dict[str, Any] | None:
         }
     else:
         changes = {"status": "canceled", "ended_at": at, "canceled_at": row["canceled_at"] or at}
+    iid = new_id("in", 24)
+    changes["latest_invoice"] = iid
     claimed = repo.update(
         subscriptions,
         sid,
@@ -461,10 +467,14 @@ def renew(repo: Repo, sid: str, at: int) -> dict[str, Any] | None:
         lines=_cycle_lines(repo, row, items, r),
         at=at,
         draft_key=f"cycle:{sid}:{at}",
+        iid=iid,
     )
-    if inv is not None:
-        repo.update(subscriptions, sid, {"latest_invoice": inv["id"]})
-        changes["latest_invoice"] = inv["id"]
+    if inv is None:  # unreachable: the claim above is this cycle's only way in
+        raise ServiceError(
+            409, f"The cycle of {sid} at {at} was invoiced twice.", code="lock_timeout"
+        )
+    if finalize_by is not None and at + invoices.FINALIZE_AFTER <= finalize_by:
+        invoices.finalize_new(repo, inv, cust, at + invoices.FINALIZE_AFTER)
     return {**row, **changes}
 
 
