@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/metering.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/billing.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -11,7 +11,10 @@ For SQLite (a fresh file in bench/out/billing/) and PostgreSQL (the database
    later (the end of the subscriptions' first period) and T2 one month after T1. `meterline
    migrate` and `meterline keys create --new-account` make the account; then, in this process,
    with meterline's clock fixed at T0 (`clock.FixedClock`) and through meterline's own services
-   (`Repo` on `Database.write()`, 1,000 customers per transaction): one meter (`sum`, no
+   (`Repo` on `Database.write()`, 1,000 customers per transaction, each followed on PostgreSQL
+   by an ANALYZE of the tables it grew: the bench server runs with autovacuum off, and without
+   statistics a read by id may be planned on another index and scan the whole account): one
+   meter (`sum`, no
    dimensions), one product, one monthly metered price on it, graduated: 1 ¢ per unit up to
    2,000 units, 0.5 ¢ up to 10,000, then 0.25 ¢ plus a 100 ¢ flat fee; and, per customer
    (--subscriptions, default 10,000): the customer, 3 credit grants in usd
@@ -26,14 +29,16 @@ For SQLite (a fresh file in bench/out/billing/) and PostgreSQL (the database
    customers use little and some twice the average), values with 3 decimals from 0.001 to 200,
    timestamps spread over [T0, T1) in arrival order (`created` = `timestamp`), inserted straight
    into `meter_events` with the columns and encodings meterline writes (SQLite: executemany in
-   one transaction; PostgreSQL: COPY), then `VACUUM ANALYZE` on PostgreSQL (what autovacuum
-   would soon do) and `meterline rollups rebuild`.
+   one transaction; PostgreSQL: COPY), its secondary indexes (and PostgreSQL's unique key) set
+   aside during the load and made again after it, then `VACUUM ANALYZE` on PostgreSQL (what
+   autovacuum would soon do) and `meterline rollups rebuild`.
 2. Invoice run (timed, issue target: under 60 s): `meterline invoices run --now T1+3601
    --no-progress` as a subprocess, wall clock around it. It renews every subscription at T1 (a
    draft with the month's metered usage, read from rollups) and finalizes every draft at
    T1 + 3600, applying credits in burn order and writing the ledger: 2 steps per subscription,
-   one transaction each. This script polls the invoice count once a second for its progress
-   bar. Reported: invoices/s = subscriptions / wall seconds, and steps/s.
+   in whatever transactions `services.due_work.bill_due` groups them. This script polls the
+   invoice count once a second for its progress bar. Reported: invoices/s = subscriptions /
+   wall seconds, and steps/s.
 3. Checks of the run, in SQL through meterline's tables: every cycle invoice is finalized at
    T1 + 3600 for [T0, T1), open (or paid when nothing is due), subtotal - credited = amount_due,
    its one metered line carries the same amounts, credited = min(subtotal, 2,500) (the two live
@@ -42,13 +47,16 @@ For SQLite (a fresh file in bench/out/billing/) and PostgreSQL (the database
    [T1, T2); and for 5 customers (seeded pick, plus the smallest and the largest user) the line's
    quantity is the exact sum of their events and its amount the graduated price of that sum,
    computed here independently.
-4. Ledger reads (issue target: p50 under 10 ms). One more customer, made in-process through the
-   same services, gets a ledger of exactly 1,000 credit balance transactions: 501 grants of
-   500 ¢ (99 promotional ones expiring at T0 + 10 days, 402 paid ones that never expire), 200
-   subscriptions to the price and 10 events of 100 units (1,000 ¢ per cycle), and
-   `services.due_work.bill_due` at T1 + 3601 renews and finalizes the 200: 501
-   `credits_granted`, 99 `credits_expired`, 400 `credits_applied` (each invoice empties two
-   grants), a ledger balance of 1,000 ¢. Then `meterline serve --workers 2 --jobs-interval 0`
+4. Ledger reads (issue target: p50 under 10 ms). Two more customers, made in-process through
+   the same services at T0, each get a ledger of exactly 1,000 credit balance transactions once
+   `services.due_work.bill_due` at T1 + 3601 has renewed and finalized their subscriptions (10
+   events of 100 units each: 1,000 ¢ per metered line and cycle), in two shapes:
+     - 501 grants of 500 ¢ (99 promotional ones expiring at T0 + 10 days, 402 paid ones that
+       never expire) and 200 subscriptions to the price: 501 `credits_granted`, 99
+       `credits_expired`, 400 `credits_applied` (each invoice empties two grants); 1,000 ¢ left;
+     - 10 grants of 100,000 ¢ and 55 subscriptions of 18 metered prices (1 ¢ per unit, same
+       meter): 10 `credits_granted`, 990 `credits_applied` (one per line); 10,000 ¢ left.
+   Then `meterline serve --workers 2 --jobs-interval 0`
    (the background jobs off: the wall clock has moved past some of the data set's expiries and
    their settling would write during the timing) and, through HTTP (httpx, one keep-alive
    connection, sequential requests, timed from sending the request to the whole body read), 20
@@ -140,19 +148,6 @@ GRANTS = [
 LIVE_CREDIT = 1000 + 1500  # the grants still alive at T1 + 3600
 EXPIRED_CREDIT = 2000
 
-# The ledger customer (target 2): exact counts by construction.
-LEDGER_EXPIRING = 99  # promotional, priority 5, expiring at T0 + 10 days
-LEDGER_PAID = 402  # paid, priority 50, never expiring
-LEDGER_GRANT = 500
-LEDGER_SUBSCRIPTIONS = 200
-LEDGER_EVENTS = 10  # of 100 units each: 1,000 units, 1,000 cents per cycle (first tier)
-LEDGER_WANT = {
-    "credits_granted": LEDGER_EXPIRING + LEDGER_PAID,
-    "credits_expired": LEDGER_EXPIRING,
-    "credits_applied": 2 * LEDGER_SUBSCRIPTIONS,
-}
-LEDGER_BALANCE = (LEDGER_PAID - 2 * LEDGER_SUBSCRIPTIONS) * LEDGER_GRANT
-
 RUN_TARGET_S = 60.0
 RUN_TARGET_N = 10_000
 READ_TARGET_MS = 10.0
@@ -194,7 +189,7 @@ class DataSet:
     price: str = ""
     customers: list[str] = field(default_factory=list)
     events: int = 0
-    ledger_customer: str = ""
+    ledger_customers: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_at(self) -> int:
@@ -267,7 +262,29 @@ def build_catalog(db, ds: DataSet) -> None:
     ds.meter, ds.price = meter["id"], price["id"]
 
 
-def build_customers(db, ds: DataSet) -> None:
+# The tables the setup fills, analyzed after each of its transactions on PostgreSQL.
+SETUP_TABLES = (
+    "customers",
+    "credit_grants",
+    "credit_balance_transactions",
+    "subscriptions",
+    "subscription_items",
+    "invoices",
+    "invoice_lines",
+)
+
+
+def analyze(url: str, tables: tuple[str, ...] = ()) -> None:
+    """PostgreSQL: fresh planner statistics, as autovacuum would make them as tables grow (the
+    bench's server runs with autovacuum off; without statistics, point reads by id can be planned
+    on another index of the account and scan every row of it)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE " + ", ".join(tables) if tables else "ANALYZE")
+
+
+def build_customers(db, ds: DataSet, url: str) -> None:
     """Customers, their 3 grants and their subscription, 1,000 customers per transaction."""
     from meterline.services import credits, subscriptions
     from meterline.services import customers as customers_service
@@ -319,6 +336,8 @@ def build_customers(db, ds: DataSet) -> None:
                             f"{sub['current_period_end']}, not T1 = {ds.t1}"
                         )
                     ds.customers.append(cid)
+            if db.dialect == "postgresql":
+                analyze(url, SETUP_TABLES)
             done = min(n, i0 + CUSTOMERS_PER_TXN)
             bar.update(task, completed=done, rate=f"{done / (time.perf_counter() - t0):,.0f}/s")
 
@@ -410,6 +429,8 @@ def _rate(done: int, t0: float, unit: str) -> str:
 
 
 def load_events(database: str, url: str, ds: DataSet) -> None:
+    """The data set's events into the empty table, its secondary indexes (and, on PostgreSQL,
+    its unique key) dropped for the load and made again after it, in bulk."""
     custs = ds.customers
     ds.events = len(custs) * ds.per_customer
 
@@ -417,7 +438,57 @@ def load_events(database: str, url: str, ds: DataSet) -> None:
         for chunk in event_chunks(ds):
             yield [(f"bill_evt_{i:010d}", custs[c], ts, v) for i, c, ts, v in chunk]
 
+    restore = set_aside_event_indexes(database, url)
     insert_events(database, url, ds, rows(), ds.events, f"{database}: meter events")
+    t0 = time.perf_counter()
+    print(f"  making {len(restore)} indexes of meter_events again", flush=True)
+    if database == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        for ddl in restore:
+            conn.execute(ddl)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET maintenance_work_mem = '256MB'")
+            for ddl in restore:
+                conn.execute(ddl)
+    print(f"  indexes made in {time.perf_counter() - t0:,.1f} s", flush=True)
+
+
+def set_aside_event_indexes(database: str, url: str) -> list[str]:
+    """Drops the indexes of meter_events that a bulk load would update row by row; returns the
+    statements that make them again."""
+    if database == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        found = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+            " AND tbl_name = 'meter_events' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in found:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.close()
+        return [ddl for _, ddl in found]
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        keys = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'meter_events'::regclass AND contype = 'u'"
+        ).fetchall()
+        plain = conn.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = 'meter_events'"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+        ).fetchall()
+        for name, _ in keys:
+            conn.execute(f'ALTER TABLE meter_events DROP CONSTRAINT "{name}"')
+        for name, _ in plain:
+            conn.execute(f'DROP INDEX "{name}"')
+    return [f'ALTER TABLE meter_events ADD CONSTRAINT "{n}" {d}' for n, d in keys] + [
+        d for _, d in plain
+    ]
 
 
 def vacuum_analyze(url: str) -> None:
@@ -437,6 +508,7 @@ class Series:
     p50: float = 0.0
     p99: float = 0.0
     mean: float = 0.0
+    shape: str = ""
 
 
 @dataclass
@@ -457,7 +529,30 @@ class Phase:
     load_before: str = ""
     load_after: str = ""
     load_run: str = ""
+    code: list[str] = field(default_factory=list)  # src_state() at the phase's start and end
     dataset: dict[str, Any] = field(default_factory=dict)
+
+
+def src_state() -> str:
+    """Which meterline code runs: the commit, plus a digest of uncommitted changes under src/
+    (another engineer may be editing it), or the path of the package when it is not this
+    checkout's src/ (PYTHONPATH pointing at a snapshot)."""
+    import hashlib
+
+    import meterline
+
+    src = Path(meterline.__file__).resolve().parent.parent
+    if src != ROOT / "src":
+        return f"{src} (PYTHONPATH)"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    diff = git("diff", "HEAD", "--", "src")
+    return commit + (
+        f" + uncommitted src/ {hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else ""
+    )
 
 
 def database_url(database: str) -> str:
@@ -503,7 +598,9 @@ class InvoiceCounter:
         self.conn.close()
 
 
-def timed_run(database: str, url: str, ds: DataSet, phase: Phase, log: Path) -> None:
+def timed_run(
+    database: str, url: str, ds: DataSet, phase: Phase, log: Path, profile: bool = False
+) -> None:
     cmd = [
         meterline_cli(),
         "invoices",
@@ -514,6 +611,14 @@ def timed_run(database: str, url: str, ds: DataSet, phase: Phase, log: Path) -> 
         str(ds.run_at),
         "--no-progress",
     ]
+    cmd_run = list(cmd)
+    if profile:
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            raise PhaseError("--profile needs py-spy in the venv: .venv/bin/pip install py-spy")
+        raw = OUT / f"profile-{database}.txt"
+        cmd = [str(spy), "record", "--idle", "--format", "raw", "--rate", "200", "-o", str(raw)]
+        cmd += ["--", *cmd_run]
     print(f"  $ {shlex.join(cmd)}", flush=True)
     with log.open("a") as fh:
         fh.write(f"$ {shlex.join(cmd)}\n")
@@ -615,7 +720,8 @@ def verify_run(url: str, ds: DataSet, phase: Phase) -> None:
                     wrong.append(r)
             if len(rows) != n or len(by_customer) != n:
                 bad.append(
-                    f"{len(rows):,} cycle invoices for {len(by_customer):,} customers, expected {n:,}"
+                    f"{len(rows):,} cycle invoices for {len(by_customer):,} customers,"
+                    f" expected {n:,}"
                 )
             if wrong:
                 bad.append(
@@ -665,7 +771,8 @@ def verify_run(url: str, ds: DataSet, phase: Phase) -> None:
             credited = sum(r.credited for r in rows)
             if applied != credited:
                 bad.append(
-                    f"credits_applied entries sum to {applied:,} ¢, invoices' credits to {credited:,} ¢"
+                    f"credits_applied entries sum to {applied:,} ¢,"
+                    f" invoices' credits to {credited:,} ¢"
                 )
             balances: dict[str, int] = {}
             for e in entries:
@@ -692,7 +799,8 @@ def verify_run(url: str, ds: DataSet, phase: Phase) -> None:
             expired_sum = sum(e.amount for e in entries if e.type == "credits_expired")
             if expired_sum != n * EXPIRED_CREDIT:
                 bad.append(
-                    f"credits_expired entries sum to {expired_sum:,} ¢, expected {n * EXPIRED_CREDIT:,}"
+                    f"credits_expired entries sum to {expired_sum:,} ¢,"
+                    f" expected {n * EXPIRED_CREDIT:,}"
                 )
             phase.checks.append(
                 f"ledger: {len(entries):,} entries; credits_applied = the invoices' credits"
@@ -712,7 +820,8 @@ def verify_run(url: str, ds: DataSet, phase: Phase) -> None:
             ).scalar_one()
             if moved != n:
                 bad.append(
-                    f"{moved:,} subscriptions moved to [T1, T2) with the cycle invoice, expected {n:,}"
+                    f"{moved:,} subscriptions moved to [T1, T2) with the cycle invoice,"
+                    f" expected {n:,}"
                 )
             drafts = conn.execute(
                 sa.select(sa.func.count()).where(*own(invoices), i.status == "draft")
@@ -761,10 +870,62 @@ def verify_run(url: str, ds: DataSet, phase: Phase) -> None:
 # -------------------------------------------------------------------------- ledger
 
 
-def build_ledger_customer(url: str, ds: DataSet, database: str) -> None:
-    """The customer with exactly 1,000 ledger entries, through meterline's own paths."""
+@dataclass(frozen=True)
+class Shape:
+    """A ledger of exactly 1,000 entries, made through meterline's own paths."""
+
+    key: str
+    label: str
+    expiring: int  # promotional grants, priority 5, expiring at T0 + 10 days (before the run)
+    paid: int  # paid grants, priority 50, never expiring
+    grant: int  # cents per grant
+    subscriptions: int
+    items: int  # metered prices per subscription (1: the data set's price; else 1 ¢ per unit)
+    want: tuple[tuple[str, int], ...]  # entries by type
+    balance: int  # cents left
+
+    @property
+    def steps(self) -> int:
+        return 2 * self.subscriptions
+
+
+LEDGER_EVENTS = 10  # of 100 units each: 1,000 units, 1,000 ¢ per metered line and cycle
+SHAPES = [
+    # Many grants, two entries each: 501 grants of 500 ¢; 200 one-line invoices of 1,000 ¢,
+    # each emptying two grants; the 99 expiring ones expired unused.
+    Shape(
+        "many",
+        "501 grants",
+        99,
+        402,
+        500,
+        200,
+        1,
+        (("credits_applied", 400), ("credits_expired", 99), ("credits_granted", 501)),
+        2 * 500,
+    ),
+    # Few grants, a long history: 10 grants of 100,000 ¢; 55 invoices of 18 lines of 1,000 ¢,
+    # each line paid by one grant (100 lines per grant).
+    Shape(
+        "few",
+        "10 grants",
+        0,
+        10,
+        100_000,
+        55,
+        18,
+        (("credits_applied", 990), ("credits_granted", 10)),
+        10_000,
+    ),
+]
+
+
+def build_ledger_customers(url: str, ds: DataSet, database: str) -> None:
+    """One customer per ledger shape, at T0 through meterline's services, then their cycles
+    renewed and finalized by `services.due_work.bill_due` at T1 + 3601."""
     from meterline import clock
-    from meterline.services import credits, due_work, subscriptions
+    from meterline.engine.catalog import PRICE_NAMES, PriceSpec, Recurring
+    from meterline.services import catalog, credits, due_work, subscriptions
     from meterline.services import customers as customers_service
     from meterline.store.db import Database
     from meterline.store.repo import Repo, Scope
@@ -773,75 +934,93 @@ def build_ledger_customer(url: str, ds: DataSet, database: str) -> None:
     db = Database(url)
     scope = Scope(ds.account_id, False)
     t0 = time.perf_counter()
+    rows = []
     try:
-        with progress() as bar:
-            task = bar.add_task(
-                "ledger customer: grants, subscriptions",
-                total=LEDGER_EXPIRING + LEDGER_PAID + LEDGER_SUBSCRIPTIONS,
-                rate="",
-            )
-            with db.write() as conn:
-                repo = Repo(conn, scope)
-                cid = customers_service.create(
-                    repo, {"name": "Ledger Inc.", "email": "ledger@example.com"}, {}
-                )["id"]
-                for k in range(LEDGER_EXPIRING + LEDGER_PAID):
-                    expiring = k < LEDGER_EXPIRING
-                    credits.create(
-                        repo,
-                        credits.GrantInput(
-                            customer=cid,
+        for shape in SHAPES:
+            with progress() as bar:
+                task = bar.add_task(
+                    f"ledger customer ({shape.label}): subscriptions, grants",
+                    total=shape.subscriptions + shape.expiring + shape.paid,
+                    rate="",
+                )
+                with db.write() as conn:
+                    repo = Repo(conn, scope)
+                    prices = [ds.price]
+                    if shape.items > 1:
+                        product = catalog.create_product(repo, {"name": "Metered extras"}, {})
+                        spec = PriceSpec(
                             currency="usd",
-                            amount=LEDGER_GRANT,
-                            category="promotional" if expiring else "paid",
-                            priority=5 if expiring else 50,
-                            effective_at=None,
-                            expires_at=ds.t0 + 10 * DAY if expiring else None,
-                            prices=None,
-                            name=f"grant {k}",
-                            metadata={},
-                        ),
-                    )
-                    bar.update(task, advance=1)
-                for _ in range(LEDGER_SUBSCRIPTIONS):
-                    subscriptions.create(
-                        repo,
-                        subscriptions.SubscriptionInput(
-                            customer=cid,
-                            items=[
-                                subscriptions.ItemInput(price=ds.price, param="items[0][price]")
-                            ],
-                        ),
-                    )
-                    bar.update(task, advance=1)
-        ds.ledger_customer = cid
-        step = (ds.t1 - ds.t0) // LEDGER_EVENTS
-        rows = [
-            [
-                (f"bill_ledger_evt_{k:03d}", cid, ds.t0 + k * step, "100.000")
+                            unit_amount=1,
+                            recurring=Recurring("month", 1, "metered", ds.meter),
+                        )
+                        prices = [
+                            catalog.create_price(
+                                repo,
+                                spec,
+                                PRICE_NAMES,
+                                product_id=product["id"],
+                                product_data=None,
+                                fields={},
+                                metadata={},
+                            )["id"]
+                            for _ in range(shape.items)
+                        ]
+                    cid = customers_service.create(
+                        repo, {"name": f"Ledger {shape.label}", "email": "ledger@example.com"}, {}
+                    )["id"]
+                    for _ in range(shape.subscriptions):
+                        subscriptions.create(
+                            repo,
+                            subscriptions.SubscriptionInput(
+                                customer=cid,
+                                items=[
+                                    subscriptions.ItemInput(price=p, param=f"items[{i}][price]")
+                                    for i, p in enumerate(prices)
+                                ],
+                            ),
+                        )
+                        bar.update(task, advance=1)
+                    for k in range(shape.expiring + shape.paid):
+                        expiring = k < shape.expiring
+                        credits.create(
+                            repo,
+                            credits.GrantInput(
+                                customer=cid,
+                                currency="usd",
+                                amount=shape.grant,
+                                category="promotional" if expiring else "paid",
+                                priority=5 if expiring else 50,
+                                effective_at=None,
+                                expires_at=ds.t0 + 10 * DAY if expiring else None,
+                                prices=None,
+                                name=f"grant {k}",
+                                metadata={},
+                            ),
+                        )
+                        bar.update(task, advance=1)
+            ds.ledger_customers[shape.key] = cid
+            step = (ds.t1 - ds.t0) // LEDGER_EVENTS
+            rows += [
+                (f"bill_ledger_{shape.key}_{k:03d}", cid, ds.t0 + k * step, "100.000")
                 for k in range(LEDGER_EVENTS)
             ]
-        ]
         db.dispose()
-        insert_events(database, url, ds, iter(rows), LEDGER_EVENTS, "ledger customer: events")
+        insert_events(database, url, ds, iter([rows]), len(rows), "ledger customers: events")
         db = Database(url)
+        want = sum(s.steps for s in SHAPES)
         with progress() as bar:
-            task = bar.add_task(
-                "ledger customer: bill_due at T1 + 3601", total=2 * LEDGER_SUBSCRIPTIONS, rate=""
-            )
+            task = bar.add_task("ledger customers: bill_due at T1 + 3601", total=want, rate="")
             steps = due_work.bill_due(db, ds.run_at, progress=lambda k: bar.update(task, advance=k))
-        if steps != 2 * LEDGER_SUBSCRIPTIONS:
-            raise PhaseError(
-                f"ledger customer: bill_due ran {steps} steps, expected {2 * LEDGER_SUBSCRIPTIONS}"
-            )
+        if steps != want:
+            raise PhaseError(f"ledger customers: bill_due ran {steps} steps, expected {want}")
     finally:
         db.dispose()
         clock.set_clock(clock.Clock())
-    print(f"  ledger customer {cid} built in {time.perf_counter() - t0:,.1f} s", flush=True)
+    print(f"  ledger customers built in {time.perf_counter() - t0:,.1f} s", flush=True)
 
 
-def ledger_state(url: str, ds: DataSet) -> tuple[dict[str, int], int, list[str]]:
-    """(entries by type, ledger sum, ids newest first) of the ledger customer, in SQL."""
+def ledger_state(url: str, ds: DataSet, customer: str) -> tuple[dict[str, int], int, list[str]]:
+    """(entries by type, ledger sum, ids newest first) of a customer's ledger, in SQL."""
     import sqlalchemy as sa
 
     from meterline.engine.credits import CREDIT_TYPES
@@ -857,7 +1036,7 @@ def ledger_state(url: str, ds: DataSet) -> tuple[dict[str, int], int, list[str]]
                 .where(
                     t.account_id == ds.account_id,
                     t.livemode.is_(False),
-                    t.customer == ds.ledger_customer,
+                    t.customer == customer,
                 )
                 .order_by(t.created.desc(), t.seq.desc())
             ).all()
@@ -868,7 +1047,7 @@ def ledger_state(url: str, ds: DataSet) -> tuple[dict[str, int], int, list[str]]
     for r in rows:
         by_type[r.type] = by_type.get(r.type, 0) + 1
         total += r.amount if r.type in CREDIT_TYPES else -r.amount
-    return by_type, total, [r.id for r in rows]
+    return dict(sorted(by_type.items())), total, [r.id for r in rows]
 
 
 def time_series(client: httpx.Client, label: str, url: str, params: list, n: int, check) -> Series:
@@ -896,13 +1075,20 @@ def time_series(client: httpx.Client, label: str, url: str, params: list, n: int
 
 
 def ledger_reads(url: str, ds: DataSet, phase: Phase, queries: int) -> None:
-    by_type, total, newest = ledger_state(url, ds)
-    phase.ledger = {"entries": sum(by_type.values()), "by_type": by_type, "balance": total}
-    if by_type != LEDGER_WANT or total != LEDGER_BALANCE:
-        phase.problems.append(
-            f"ledger customer: entries {by_type} summing to {total} ¢, expected {LEDGER_WANT}"
-            f" summing to {LEDGER_BALANCE} ¢"
-        )
+    states = {}
+    for shape in SHAPES:
+        by_type, total, newest = ledger_state(url, ds, ds.ledger_customers[shape.key])
+        states[shape.key] = (by_type, total, newest)
+        phase.ledger[shape.key] = {
+            "entries": sum(by_type.values()),
+            "by_type": by_type,
+            "balance": total,
+        }
+        if by_type != dict(shape.want) or total != shape.balance:
+            phase.problems.append(
+                f"ledger customer ({shape.label}): entries {by_type} summing to {total} ¢,"
+                f" expected {dict(shape.want)} summing to {shape.balance} ¢"
+            )
     port = free_port()
     log = OUT / f"serve-{phase.database}.log"
     log.write_text("")
@@ -926,7 +1112,6 @@ def ledger_reads(url: str, ds: DataSet, phase: Phase, queries: int) -> None:
         ],
         log,
     )
-    cust = ds.ledger_customer
     try:
         t0 = time.perf_counter()
         server.start()
@@ -935,10 +1120,11 @@ def ledger_reads(url: str, ds: DataSet, phase: Phase, queries: int) -> None:
             headers={"Authorization": f"Bearer {ds.api_key}"},
             timeout=60,
         )
+        first = ds.ledger_customers[SHAPES[0].key]
 
         def ready():
             try:
-                r = client.get(f"/v1/customers/{cust}", timeout=2)
+                r = client.get(f"/v1/customers/{first}", timeout=2)
             except httpx.TransportError as exc:
                 return f"{type(exc).__name__}: {exc}"
             return None if r.status_code == 200 else f"GET customer answered {r.status_code}"
@@ -946,67 +1132,73 @@ def ledger_reads(url: str, ds: DataSet, phase: Phase, queries: int) -> None:
         server.wait_ready(ready, timeout=120)
         phase.walls["server start"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        for shape in SHAPES:
+            cust = ds.ledger_customers[shape.key]
+            _, total, newest = states[shape.key]
 
-        def check_summary(r: httpx.Response) -> None:
-            b = r.json()["balances"]
-            got = [
-                (
-                    x["ledger_balance"]["monetary"]["value"],
-                    x["available_balance"]["monetary"]["value"],
-                )
-                for x in b
-            ]
-            if got != [(total, total)]:
-                phase.problems.append(f"balance summary says {b}, the ledger sums to {total} ¢")
-
-        def check_list(limit: int):
-            def check(r: httpx.Response) -> None:
-                body = r.json()
-                ids = [x["id"] for x in body["data"]]
-                if ids != newest[:limit] or body["has_more"] is not (len(newest) > limit):
+            def check_summary(r: httpx.Response, total=total, shape=shape) -> None:
+                b = r.json()["balances"]
+                got = [
+                    (
+                        x["ledger_balance"]["monetary"]["value"],
+                        x["available_balance"]["monetary"]["value"],
+                    )
+                    for x in b
+                ]
+                if got != [(total, total)]:
                     phase.problems.append(
-                        f"ledger list limit={limit}: {len(ids)} entries, has_more {body['has_more']},"
-                        " not the newest entries in SQL order"
+                        f"balance summary ({shape.label}) says {b}, the ledger sums to {total} ¢"
                     )
 
-            return check
+            def check_list(limit: int, newest=newest, shape=shape):
+                def check(r: httpx.Response) -> None:
+                    body = r.json()
+                    ids = [x["id"] for x in body["data"]]
+                    if ids != newest[:limit] or body["has_more"] is not (len(newest) > limit):
+                        phase.problems.append(
+                            f"ledger list ({shape.label}) limit={limit}: {len(ids)} entries,"
+                            f" has_more {body['has_more']}, not the newest entries in SQL order"
+                        )
 
-        summary_params = [
-            ("customer", cust),
-            ("filter[type]", "applicability_scope"),
-            ("filter[applicability_scope][price_type]", "metered"),
-        ]
-        phase.series.append(
-            time_series(
+                return check
+
+            summary_params = [
+                ("customer", cust),
+                ("filter[type]", "applicability_scope"),
+                ("filter[applicability_scope][price_type]", "metered"),
+            ]
+            s = time_series(
                 client,
-                f"{phase.database} balance summary",
+                f"{phase.database} balance summary, {shape.label}",
                 "/v1/billing/credit_balance_summary",
                 summary_params,
                 queries,
                 check_summary,
             )
-        )
-        server.check_alive()
-        for limit in (100, 10):
-            phase.series.append(
-                time_series(
+            s.shape = shape.key
+            phase.series.append(s)
+            server.check_alive()
+            for limit in (100, 10):
+                s = time_series(
                     client,
-                    f"{phase.database} ledger list, limit={limit}",
+                    f"{phase.database} ledger list limit={limit}, {shape.label}",
                     "/v1/billing/credit_balance_transactions",
                     [("customer", cust), ("limit", str(limit))],
                     queries,
                     check_list(limit),
                 )
-            )
-            server.check_alive()
+                s.shape = shape.key
+                phase.series.append(s)
+                server.check_alive()
         phase.walls["ledger reads"] = time.perf_counter() - t0
         phase.workers = worker_memory(server)
         client.close()
     finally:
         server.stop()
-    after = ledger_state(url, ds)
-    if after[:2] != (by_type, total):
-        phase.problems.append(f"the ledger changed during the reads: {after[:2]}")
+    for shape in SHAPES:
+        after = ledger_state(url, ds, ds.ledger_customers[shape.key])
+        if after[:2] != states[shape.key][:2]:
+            phase.problems.append(f"ledger ({shape.label}) changed during the reads: {after[:2]}")
 
 
 # ---------------------------------------------------------------------------- phase
@@ -1023,6 +1215,7 @@ def phase_run(database: str, args, t0: int) -> Phase:
         )
     phase = Phase(database)
     phase.load_before = loadavg()
+    phase.code.append(src_state())
     print(f"\n== {database}", flush=True)
     url = database_url(database)
     ds = DataSet(
@@ -1048,7 +1241,7 @@ def phase_run(database: str, args, t0: int) -> Phase:
         db = Database(url)
         try:
             build_catalog(db, ds)
-            build_customers(db, ds)
+            build_customers(db, ds, url)
         finally:
             db.dispose()
             clock.set_clock(clock.Clock())
@@ -1071,7 +1264,7 @@ def phase_run(database: str, args, t0: int) -> Phase:
         phase.walls["setup: meterline rollups rebuild"] = time.perf_counter() - w
         phase.dataset = {k: v for k, v in asdict(ds).items() if k != "customers"}
 
-        timed_run(database, url, ds, phase, log)
+        timed_run(database, url, ds, phase, log, args.profile)
         phase.walls["invoice run"] = phase.run_wall
         w = time.perf_counter()
         verify_run(url, ds, phase)
@@ -1080,9 +1273,9 @@ def phase_run(database: str, args, t0: int) -> Phase:
             print(f"  checked: {c}", flush=True)
 
         w = time.perf_counter()
-        build_ledger_customer(url, ds, database)
-        phase.walls["setup: ledger customer"] = time.perf_counter() - w
-        phase.dataset["ledger_customer"] = ds.ledger_customer
+        build_ledger_customers(url, ds, database)
+        phase.walls["setup: ledger customers"] = time.perf_counter() - w
+        phase.dataset["ledger_customers"] = dict(ds.ledger_customers)
         if database == "postgresql":
             vacuum_analyze(url)
         phase.db_size_mb = database_size_mb(database, url)
@@ -1090,6 +1283,9 @@ def phase_run(database: str, args, t0: int) -> Phase:
     except Exception as exc:  # report, do not lose the other database's phase
         phase.failure = f"{type(exc).__name__}: {exc}"
         print(f"  FAILED: {phase.failure}", flush=True)
+    phase.code.append(src_state())
+    if phase.code[0] != phase.code[-1]:
+        print(f"  NOTE: meterline's code changed during the phase: {' -> '.join(phase.code)}")
     for p in phase.problems:
         print(f"  WRONG: {p}", flush=True)
     phase.load_after = loadavg()
@@ -1146,7 +1342,7 @@ def table_rows(phases: list[Phase]) -> list[list[str]]:
                 [
                     ph.database,
                     s.label.removeprefix(ph.database + " ")
-                    + f" ({ph.ledger.get('entries', 0):,} transactions)",
+                    + f" ({ph.ledger.get(s.shape, {}).get('entries', 0):,} transactions)",
                     f"p50 {s.p50:,.2f} ms, p99 {s.p99:,.2f} ms (n={s.n})",
                     f"p50 < {READ_TARGET_MS:.0f} ms",
                     "met" if s.p50 < READ_TARGET_MS else "NOT met",
@@ -1183,7 +1379,8 @@ def write_report(
         "",
         "<!-- Generated by bench/billing.py; replaced on each run. -->",
         "",
-        f"- Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; total wall time {total_s / 60:.1f} min.",
+        f"- Date: {started.strftime('%Y-%m-%d %H:%M UTC')};"
+        f" total wall time {total_s / 60:.1f} min.",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']},"
         f" {info['python']}, SQLite {info['sqlite']}"
         + (f", PostgreSQL {info['postgresql']}" if info["postgresql"] else "")
@@ -1205,7 +1402,10 @@ def write_report(
             " uniform weight in [0.02, 1.98]; values 0.001–200.000), seed"
             f" {ds['seed']}. Account, catalog, customers, grants and subscriptions are made"
             " through meterline's services in-process with the clock fixed at T0 (1,000"
-            " customers per transaction); events go straight into `meter_events` (SQLite:"
+            " customers per transaction, on PostgreSQL each followed by an ANALYZE of the tables"
+            " it grew, as autovacuum would: the bench server runs with autovacuum off); events go"
+            " straight into `meter_events` with its secondary indexes set aside and made again"
+            " after the load (SQLite:"
             " executemany; PostgreSQL: COPY, then `VACUUM ANALYZE`), then `meterline rollups"
             " rebuild`.",
         ]
@@ -1215,22 +1415,25 @@ def write_report(
         " subprocess, timed by the wall clock around it (process start and its migration check"
         " included). It renews each subscription (a draft billing the month's usage from the"
         " rollups) and finalizes each draft an hour later (credits in burn order, ledger"
-        " entries, number, status): one transaction per step, 2 steps per subscription."
+        " entries, number, status): 2 steps per subscription, in the transactions"
+        " `services.due_work.bill_due` groups them in."
         " invoices/s = subscriptions ÷ wall seconds. The benchmark polls the invoice count once"
         " a second for its progress bar.",
         "- Checks of the run: every cycle invoice finalized at T1 + 3600 for [T0, T1), open or"
         " (nothing due) paid, subtotal − credited = amount_due, credited = min(subtotal,"
         " 2,500 ¢) (the two grants alive), its one metered line with the same amounts;"
         " `credits_applied` entries = the invoices' credits; every grant expired by the run"
-        " debited to 0; no grant below 0; every subscription moved on to [T1, T2); 7 customers'"
-        " lines equal to the exact sum of their events, priced independently.",
-        f"- Ledger reads (issue 4: p50 under 10 ms): one more customer whose ledger holds"
-        f" {sum(LEDGER_WANT.values()):,} credit balance transactions made by meterline's own"
-        f" paths ({LEDGER_EXPIRING + LEDGER_PAID} grants of {LEDGER_GRANT} ¢, {LEDGER_EXPIRING}"
-        f" of them expiring at T0 + 10 days; {LEDGER_SUBSCRIPTIONS} subscriptions renewed and"
-        " finalized by `services.due_work.bill_due`: "
-        + ", ".join(f"{v} `{k}`" for k, v in LEDGER_WANT.items())
-        + f"; ledger balance {LEDGER_BALANCE:,} ¢), in the same database as the run."
+        " debited to 0; no grant below 0; every subscription moved on to [T1, T2); up to 7"
+        " customers' lines equal to the exact sum of their events, priced independently.",
+        "- Ledger reads (issue 4: p50 under 10 ms for a customer with 1,000 transactions): two"
+        " more customers, in the same database as the run, each with a ledger of exactly 1,000"
+        " credit balance transactions made by meterline's own paths at T0 (grants, subscriptions)"
+        " and by `services.due_work.bill_due` at T1 + 3601 (renewals, finalizations with credits),"
+        " in two shapes: **501 grants** (500 ¢ each, 99 of them promotional ones expiring at T0 +"
+        " 10 days; 200 one-line invoices of 1,000 ¢, each emptying two grants: 501"
+        " `credits_granted`, 99 `credits_expired`, 400 `credits_applied`; 1,000 ¢ left) and **10"
+        " grants** (100,000 ¢ each; 55 invoices of 18 metered lines of 1,000 ¢, one line per"
+        " grant application: 10 `credits_granted`, 990 `credits_applied`; 10,000 ¢ left)."
         " `meterline serve --workers 2 --jobs-interval 0` (jobs off so that nothing else writes"
         " during the timing), one keep-alive httpx connection, sequential requests timed from"
         f" send to the whole body read; {WARMUP} warm-up requests, then {args.queries} timed per"
@@ -1254,6 +1457,13 @@ def write_report(
             f" {ph.load_run or '–'} at the run's start, {ph.load_after} after"
             + (f"; database {ph.db_size_mb:,.0f} MB." if ph.db_size_mb else ".")
         ]
+        if ph.code:
+            changed = ph.code[0] != ph.code[-1]
+            md += [
+                f"- {ph.database} meterline code: {ph.code[0]}"
+                + (f", CHANGED during the phase to {ph.code[-1]}" if changed else "")
+                + "."
+            ]
         if ph.run_wall:
             md += [
                 f"- {ph.database} run: {ph.run_wall:,.1f} s wall, {ph.run_reported:,.1f} s by the"
@@ -1309,6 +1519,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--no-report", action="store_true", help="do not write PERFORMANCE.md")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the invoice run under py-spy --idle (collapsed stacks in"
+        " bench/out/billing/profile-*.txt;"
+        " slows it down: for finding where time goes, not for the figures)",
+    )
     args = parser.parse_args(argv)
     if args.subscriptions < 10 or args.events_per_customer < 1 or args.queries < 1:
         parser.error("--subscriptions must be at least 10, the others at least 1")
