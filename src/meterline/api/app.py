@@ -64,6 +64,7 @@ class Call:
     expand: list[str] = field(default_factory=list)
     api_version: str | None = None  # the request's Stripe-Version header, if it sent one
     request_id: str = ""
+    prepared: Any = None  # what the route's `prepare` made of the body (see Router.add)
 
     def includes(self, name: str) -> bool:
         return name in self.expand or f"data.{name}" in self.expand
@@ -87,6 +88,7 @@ class Job:
     version: str | None
     key: str | None
     digest: str | None
+    prepared: Any = None
 
 
 class _Batch:
@@ -439,7 +441,10 @@ class MeterlineApp:
                     else orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
                 )
             ).hexdigest()
-        return Job(route, data, path_params, scope_, method, path, rid, version, key, digest)
+        prepared = route.prepare(data) if route.prepare is not None else None
+        return Job(
+            route, data, path_params, scope_, method, path, rid, version, key, digest, prepared
+        )
 
     def _execute(self, *args: Any):
         """Run one request to completion on this thread (reads, and routes run on a thread)."""
@@ -489,7 +494,15 @@ class MeterlineApp:
             if replay is not None:
                 return replay
         out = self._call(
-            job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo
+            job.route,
+            job.data,
+            job.path_params,
+            job.scope,
+            job.path,
+            job.rid,
+            job.version,
+            repo,
+            job.prepared,
         )
         if job.key:
             batch.store(job, 200, out)
@@ -553,7 +566,15 @@ class MeterlineApp:
                             savepoint.failed()
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
-                flush_deferred(conn)
+                if not savepoints:
+                    try:
+                        flush_deferred(conn)
+                    except Exception as exc:
+                        if is_retryable(exc):
+                            raise _RetryBatch() from exc
+                        # A held-back insert failed, of a request not known: run the batch
+                        # again with a savepoint per request and nothing held back.
+                        raise _NeedsSavepoints(-1, exc) from exc
                 idem.store_many(conn, batch.rows)
         except (_NeedsSavepoints, _RetryBatch):
             raise
@@ -646,11 +667,12 @@ class MeterlineApp:
         rid: str,
         version: str | None,
         repo: Repo,
+        prepared: Any = None,
     ) -> bytes:
         params = Params(data)
         expand = params.str_list("expand") or []
         expand_mod.check_paths(expand)
-        call = Call(params, path_params, scope_, path, repo, expand, version, rid)
+        call = Call(params, path_params, scope_, path, repo, expand, version, rid, prepared)
         result = route.handler(call)
         params.done()
         walk = [p for p in expand if p.split(".")[-1] not in INCLUDABLE]
@@ -678,14 +700,24 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="meterline"'}
 _SESSION_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="meterline"'}
 
 
-def _depth(v: Any, level: int = 1) -> int:
-    if level > MAX_JSON_DEPTH:
-        return level
-    if isinstance(v, dict):
-        return max((_depth(x, level + 1) for x in v.values()), default=level)
-    if isinstance(v, list):
-        return max((_depth(x, level + 1) for x in v), default=level)
-    return level - 1
+def _depth(v: Any) -> int:
+    """How deeply objects and arrays nest in `v` (0 for a scalar), counted up to just past
+    MAX_JSON_DEPTH. Iterative, and only containers are visited: a stream request holds hundreds
+    of scalars."""
+    if not isinstance(v, (dict, list)):
+        return 0
+    deepest = 0
+    stack = [(v, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if level > MAX_JSON_DEPTH:
+                return level
+        for x in node.values() if isinstance(node, dict) else node:
+            if isinstance(x, (dict, list)):
+                stack.append((x, level + 1))
+    return deepest
 
 
 def _too_large() -> StripeError:

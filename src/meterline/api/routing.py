@@ -21,6 +21,7 @@ class Route:
     regex: re.Pattern[str]
     auth: str = "secret_key"
     idempotent: bool = True
+    prepare: Callable[[dict[str, Any]], Any] | None = None
 
 
 def compile_path(path: str) -> re.Pattern[str]:
@@ -45,13 +46,17 @@ class Router:
         list_of: str | None = None,
         auth: str = "secret_key",
         idempotent: bool = True,
+        prepare: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
         `list_of` names the object type a list route returns (for checking `expand[]`);
         `auth` says what the Authorization header carries: a secret key, or
         (`"meter_event_session"`) a meter event session's authentication token;
         `idempotent=False` ignores `Idempotency-Key` (neither replays nor stores the response:
-        for responses that carry a secret)."""
+        for responses that carry a secret); `prepare(data)` turns a write's decoded body into
+        what its handler needs (`Call.prepared`) before the request joins a write batch, so
+        that work needing no database stays out of the batch's transaction (a `StripeError`
+        it raises answers the request at once)."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
@@ -64,6 +69,7 @@ class Router:
             compile_path(path),
             auth,
             idempotent,
+            prepare,
         )
         if "{" in path:
             self.dynamic.append(route)

@@ -84,8 +84,8 @@ class _Report:
 
 @dataclass(frozen=True)
 class StreamResult:
-    stored: int
-    duplicates: int
+    accepted: int  # valid events of distinct identifiers, handed to `record_many`
+    stored: int | None  # of those, the ones not stored before (None inside a write batch)
     errors: int
     reports: list[dict[str, Any]]
 
@@ -93,12 +93,14 @@ class StreamResult:
 def record_stream(repo: Repo, events: list[EventInput], request_id: str) -> StreamResult:
     """Record each event as `meter_events.record` does; an event it refuses is left out and
     counted in its meter's error report. A duplicate identifier (also within the request) is
-    stored once and reported as nothing: retrying a stream request is how clients recover."""
+    stored once and reported as nothing: retrying a stream request is how clients recover.
+    Inside a write batch the events are inserted with those of the batch's other stream
+    requests, before the batch commits (see `record_many`)."""
     start = clock.now()
     lookups = Lookups()
     lookups.prefetch_customers(repo, events)
     reports: dict[str | None, _Report] = {}
-    duplicates = errors = 0
+    errors = 0
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for ev in events:
@@ -111,12 +113,10 @@ def record_stream(repo: Repo, events: list[EventInput], request_id: str) -> Stre
             report.add(exc.code or "invalid", exc.message, ev.identifier)
             continue
         if row["id"] in seen:
-            duplicates += 1  # the first event of the request with this identifier is the one
-            continue
+            continue  # the first event of the request with this identifier is the one
         seen.add(row["id"])
         rows.append(row)
-    stored = len(record_many(repo, rows))
-    duplicates += len(rows) - stored
+    stored = record_many(repo, rows)
     end = clock.now()
     rows = [
         repo.insert(
@@ -134,7 +134,7 @@ def record_stream(repo: Repo, events: list[EventInput], request_id: str) -> Stre
         )
         for meter_id, report in reports.items()
     ]
-    return StreamResult(stored, duplicates, errors, rows)
+    return StreamResult(len(seen), stored, errors, rows)
 
 
 __all__ = [

@@ -51,7 +51,8 @@ class Lookups:
         return self.customers[customer_id]
 
     def prefetch_customers(self, repo: Repo, events: list[EventInput]) -> None:
-        """Read every customer these events name in one statement."""
+        """Read every customer these events name in one statement (what validation needs of
+        them: whether deleted, and the test clock whose time they live at)."""
         wanted: set[str] = set()
         for ev in events:
             meter = self.meter(repo, ev.event_name)
@@ -61,13 +62,7 @@ class Lookups:
                     wanted.add(cid)
         if not wanted:
             return
-        c = customers.c
-        found = {
-            r["id"]: dict(r)
-            for r in repo.conn.execute(
-                repo.select(customers, c.id.in_(sorted(wanted))).with_only_columns(c.id, c.deleted)
-            ).mappings()
-        }
+        found = repo.get_many(customers, sorted(wanted), ("deleted", "test_clock"))
         for cid in wanted:
             self.customers[cid] = found.get(cid)
 
@@ -196,13 +191,15 @@ def record(
     return {**row, "account_id": repo.scope.account_id, "livemode": repo.scope.livemode}
 
 
-def record_many(repo: Repo, rows: list[dict[str, Any]]) -> set[str]:
-    """Store validated rows of distinct identifiers in one batch; the identifiers stored (the
-    others were already stored)."""
+def record_many(repo: Repo, rows: list[dict[str, Any]]) -> int | None:
+    """Store validated rows of distinct identifiers, each unless its identifier is stored
+    already. Inside a write batch (`store.repo.deferred_inserts`) the rows join those of the
+    batch's other requests in one statement before the commit, and None is returned; otherwise
+    they are inserted at once and the number stored is returned."""
     if not rows:
-        return set()
+        return 0
     _ingest_lock(repo)
-    return repo.insert_many_unless_exists(meter_events, rows)
+    return repo.add_unless_exists(meter_events, rows, order="customer")
 
 
 def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[str, Any]:
