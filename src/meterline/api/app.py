@@ -515,6 +515,7 @@ class MeterlineApp:
         nothing (services check before they write); if one fails after writing, the batch is
         rolled back and run again with a savepoint per request. Returns, per job, its result
         or exception."""
+        self._precheck(jobs)
         for _attempt in range(BATCH_ATTEMPTS):
             try:
                 try:
@@ -530,6 +531,25 @@ class MeterlineApp:
                 continue
         log.error("a write batch kept deadlocking (request ids %s)", ", ".join(j.rid for j in jobs))
         return [api_error(job.rid) for job in jobs]
+
+    def _precheck(self, jobs: list[Job]) -> None:
+        """Run the routes' `precheck` reads for a batch before its transaction, in one read
+        unit, so that they keep out of SQLite's write lock (the other worker writes meanwhile).
+        A precheck that fails leaves the handler to do the whole work in the transaction."""
+        todo = [job for job in jobs if job.route.precheck is not None and job.prepared is not None]
+        if not todo:
+            return
+        try:
+            with self.db.read() as conn:
+                for job in todo:
+                    try:
+                        job.prepared = job.route.precheck(Repo(conn, job.scope), job.prepared)  # type: ignore[misc]
+                    except Exception as exc:
+                        if is_database_error(exc):
+                            raise
+                        log.debug("precheck of request %s failed", job.rid, exc_info=True)
+        except Exception:
+            log.warning("the prechecks of a write batch failed; it runs without", exc_info=True)
 
     def _run_batch(
         self, jobs: list[Job], *, savepoints: bool, known: dict[int, Exception] | None = None

@@ -151,10 +151,15 @@ def stream_events(data: dict[str, Any]) -> list[svc.EventInput]:
 def stream(call: Call) -> dict[str, Any]:
     """The events' meaning is validated event by event, and the invalid ones go to error reports
     (Stripe validates the stream asynchronously, so the answer never depends on them)."""
-    events = call.prepared if call.prepared is not None else stream_events(call.params.data)
+    prepared = call.prepared
+    if isinstance(prepared, stream_svc.Checked):
+        events, checked = prepared.events, prepared
+    else:
+        events = prepared if prepared is not None else stream_events(call.params.data)
+        checked = None
     call.params.raw("events")
     call.params.done()
-    stream_svc.record_stream(call.repo, events, call.request_id)
+    stream_svc.record_stream(call.repo, events, call.request_id, checked)
     return {}
 
 
@@ -171,4 +176,5 @@ def register(router: Router) -> None:
         stream,
         auth="meter_event_session",
         prepare=stream_events,
+        precheck=stream_svc.check_stream,
     )

@@ -22,6 +22,7 @@ class Route:
     auth: str = "secret_key"
     idempotent: bool = True
     prepare: Callable[[dict[str, Any]], Any] | None = None
+    precheck: Callable[[Any, Any], Any] | None = None
 
 
 def compile_path(path: str) -> re.Pattern[str]:
@@ -47,6 +48,7 @@ class Router:
         auth: str = "secret_key",
         idempotent: bool = True,
         prepare: Callable[[dict[str, Any]], Any] | None = None,
+        precheck: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
         `list_of` names the object type a list route returns (for checking `expand[]`);
@@ -56,7 +58,10 @@ class Router:
         for responses that carry a secret); `prepare(data)` turns a write's decoded body into
         what its handler needs (`Call.prepared`) before the request joins a write batch, so
         that work needing no database stays out of the batch's transaction (a `StripeError`
-        it raises answers the request at once)."""
+        it raises answers the request at once); `precheck(repo, prepared)` then does the
+        reads it can before the batch's transaction (in a read unit, outside SQLite's write
+        lock), and its result replaces `Call.prepared` (the handler must check that what it
+        read still holds; if it raises, the handler gets `prepare`'s result)."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
@@ -70,6 +75,7 @@ class Router:
             auth,
             idempotent,
             prepare,
+            precheck,
         )
         if "{" in path:
             self.dynamic.append(route)

@@ -246,27 +246,41 @@ class Repo:
         finally:
             cur.close()
 
+    def encode_rows(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        """Rows of this scope as the parameters of `table`'s insert (for `add_unless_exists`,
+        so that the encoding can happen before the write transaction)."""
+        ct = compiled(table, self.conn.dialect)
+        scope = {"account_id": self.scope.account_id, "livemode": self.scope.livemode}
+        return [ct.insert_params({**r, **scope}) for r in rows]
+
     def add_unless_exists(
-        self, table: sa.Table, rows: list[dict[str, Any]], *, order: str | None = None
+        self,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        *,
+        order: str | None = None,
+        encoded: list[list[Any]] | None = None,
     ) -> int | None:
         """Insert rows of distinct ids, each unless its id is taken (as `insert_many_unless_exists`),
         without saying which were new. Inside `deferred_inserts` the rows are held back and
         inserted with those of the other requests of the batch, in one statement per table and
         scope (on SQLite sorted by `order`, stable); returns None then. Otherwise they are
-        inserted at once and the number stored is returned."""
+        inserted at once and the number stored is returned. `encoded`: the rows as
+        `encode_rows` gave them, in this scope."""
         if not rows:
             return 0
         grouped = self.conn.info.get(_GROUPED)
         if grouped is None:
             return len(self.insert_many_unless_exists(table, rows))
         ct = compiled(table, self.conn.dialect)
-        scope = {"account_id": self.scope.account_id, "livemode": self.scope.livemode}
         key = (
             table,
             (self.scope.account_id, self.scope.livemode),
             ct.insert_columns.index(order) if order is not None else None,
         )
-        grouped.setdefault(key, []).extend(ct.insert_params({**r, **scope}) for r in rows)
+        grouped.setdefault(key, []).extend(
+            encoded if encoded is not None else self.encode_rows(table, rows)
+        )
         self.wrote = True
         return None
 
