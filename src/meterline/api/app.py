@@ -1,7 +1,9 @@
 """The ASGI application: the request pipeline every endpoint shares.
 
-Order: route -> body (1 MiB cap) -> auth -> decode -> [idempotency] -> one transaction
-(handler, unknown-parameter check, expand, render) -> response with Request-Id.
+Order: route -> body (1 MiB cap) -> auth -> decode (and the route's `prepare`) -> writes join
+a batch: [the route's `precheck`, reads before the transaction] -> one transaction
+([idempotency], handler, unknown-parameter check, expand, render; held-back inserts sent) ->
+response with Request-Id, after the commit.
 """
 
 from __future__ import annotations
