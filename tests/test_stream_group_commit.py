@@ -6,7 +6,7 @@ write transaction. These tests hold it to what one transaction per request promi
   each request's events are readable the moment its 200 arrives (acceptance is durable);
 - the same identifiers sent at once by concurrent requests (on both workers) are stored once;
 - in a batch driven directly on a real database: invalid events go to their own request's
-  report while the valid ones are stored; a change made earlier in the same batch (a meter
+  report while the valid ones are stored; a request of the wrong shape fails alone; a change made earlier in the same batch (a meter
   deactivated, a customer deleted) is seen by the stream request after it, although its
   validation ran before the transaction; a database failure of the shared insert leaves
   every other request of the batch whole and the failing one without any event.
@@ -370,12 +370,19 @@ def test_a_customer_on_a_test_clock_is_validated_at_the_clocks_time(setup):
     assert created == frozen
 
 
-def test_a_shape_error_answers_at_once_and_stores_nothing(batch_app):
-    app, scope = batch_app
-    with pytest.raises(StripeError) as ei:
-        _stream_job(app, scope, [{"event_name": "x", "payload": "nope"}], uid("req"))
-    assert ei.value.status == 400 and ei.value.param == "events[0][payload]"
+def test_a_shape_error_fails_only_its_request_and_stores_nothing(setup):
+    app, scope, name, meter, a, b = setup
+    kept = uid("kept")
+    results = app._write_batch(
+        [
+            _stream_job(app, scope, [{"event_name": name, "payload": "nope"}], uid("req")),
+            _stream_job(app, scope, [ev(name, a, "1", kept)], uid("req")),
+            _stream_job(app, scope, [ev(name, b, "2", uid("gone"))] * 101, uid("req")),
+        ]
+    )
+    assert isinstance(results[0], StripeError) and results[0].status == 400
+    assert results[0].param == "events[0][payload]"
+    assert results[1][0] == 200
+    assert isinstance(results[2], StripeError) and results[2].param == "events"
     assert stream_svc.MAX_EVENTS == 100
-    with pytest.raises(StripeError) as ei:
-        _stream_job(app, scope, [{"event_name": "x", "payload": {}}] * 101, uid("req"))
-    assert ei.value.param == "events"
+    assert _values(app, a) == {kept: Decimal(1)} and _values(app, b) == {}

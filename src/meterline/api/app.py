@@ -1,9 +1,9 @@
 """The ASGI application: the request pipeline every endpoint shares.
 
-Order: route -> body (1 MiB cap) -> auth -> decode (and the route's `prepare`) -> writes join
-a batch: [the route's `precheck`, reads before the transaction] -> one transaction
-([idempotency], handler, unknown-parameter check, expand, render; held-back inserts sent) ->
-response with Request-Id, after the commit.
+Order: route -> body (1 MiB cap) -> auth -> decode -> writes join a batch, and on its writer
+thread: [the route's `prepare`, then its `precheck` reads, before the transaction] -> one
+transaction ([idempotency], handler, unknown-parameter check, expand, render; held-back inserts
+sent) -> response with Request-Id, after the commit.
 """
 
 from __future__ import annotations
@@ -443,10 +443,7 @@ class MeterlineApp:
                     else orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
                 )
             ).hexdigest()
-        prepared = route.prepare(data) if route.prepare is not None else None
-        return Job(
-            route, data, path_params, scope_, method, path, rid, version, key, digest, prepared
-        )
+        return Job(route, data, path_params, scope_, method, path, rid, version, key, digest)
 
     def _execute(self, *args: Any):
         """Run one request to completion on this thread (reads, and routes run on a thread)."""
@@ -517,15 +514,17 @@ class MeterlineApp:
         nothing (services check before they write); if one fails after writing, the batch is
         rolled back and run again with a savepoint per request. Returns, per job, its result
         or exception."""
-        self._precheck(jobs)
+        refused = self._precheck(jobs)
         for _attempt in range(BATCH_ATTEMPTS):
             try:
                 try:
-                    return self._run_batch(jobs, savepoints=False)
+                    return self._run_batch(jobs, savepoints=False, known=refused)
                 except _NeedsSavepoints as again:
                     # A request that failed in Python is not run twice: its outcome is known.
                     # After a database error every request runs again, each in its savepoint.
-                    known = {again.index: again.exc} if not is_database_error(again.exc) else None
+                    known = dict(refused)
+                    if not is_database_error(again.exc):
+                        known[again.index] = again.exc
                     return self._run_batch(jobs, savepoints=True, known=known)
             except _RetryBatch:
                 # A deadlock with another worker's batch (each batch takes its requests' locks
@@ -534,13 +533,27 @@ class MeterlineApp:
         log.error("a write batch kept deadlocking (request ids %s)", ", ".join(j.rid for j in jobs))
         return [api_error(job.rid) for job in jobs]
 
-    def _precheck(self, jobs: list[Job]) -> None:
-        """Run the routes' `precheck` reads for a batch before its transaction, in one read
-        unit, so that they keep out of SQLite's write lock (the other worker writes meanwhile).
-        A precheck that fails leaves the handler to do the whole work in the transaction."""
-        todo = [job for job in jobs if job.route.precheck is not None and job.prepared is not None]
+    def _precheck(self, jobs: list[Job]) -> dict[int, Exception]:
+        """Before a batch's transaction, on the writer thread: the routes' `prepare` (decoding
+        that needs no database), then their `precheck` reads, in one read unit; so that this
+        work keeps out of SQLite's write lock (the other worker writes meanwhile) and off the
+        event loop (whose Python would hold the GIL while the transaction wants it). Returns
+        the failures of `prepare` by job index: those requests' answers. A precheck that fails
+        leaves the handler to do the whole work in the transaction."""
+        refused: dict[int, Exception] = {}
+        todo = []
+        for i, job in enumerate(jobs):
+            if job.route.prepare is None or job.prepared is not None:
+                continue
+            try:
+                job.prepared = job.route.prepare(job.data)
+            except Exception as exc:
+                refused[i] = exc
+                continue
+            if job.route.precheck is not None:
+                todo.append(job)
         if not todo:
-            return
+            return refused
         try:
             with self.db.read() as conn:
                 for job in todo:
@@ -552,6 +565,7 @@ class MeterlineApp:
                         log.debug("precheck of request %s failed", job.rid, exc_info=True)
         except Exception:
             log.warning("the prechecks of a write batch failed; it runs without", exc_info=True)
+        return refused
 
     def _run_batch(
         self, jobs: list[Job], *, savepoints: bool, known: dict[int, Exception] | None = None

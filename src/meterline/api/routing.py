@@ -56,12 +56,12 @@ class Router:
         (`"meter_event_session"`) a meter event session's authentication token;
         `idempotent=False` ignores `Idempotency-Key` (neither replays nor stores the response:
         for responses that carry a secret); `prepare(data)` turns a write's decoded body into
-        what its handler needs (`Call.prepared`) before the request joins a write batch, so
-        that work needing no database stays out of the batch's transaction (a `StripeError`
-        it raises answers the request at once); `precheck(repo, prepared)` then does the
-        reads it can before the batch's transaction (in a read unit, outside SQLite's write
-        lock), and its result replaces `Call.prepared` (the handler must check that what it
-        read still holds; if it raises, the handler gets `prepare`'s result)."""
+        what its handler needs (`Call.prepared`) on the writer thread before the batch's
+        transaction, so that work needing no database stays out of it (what it raises is the
+        request's answer, and the handler does not run); `precheck(repo, prepared)` then does
+        the reads it can there too (in a read unit, outside SQLite's write lock), and its
+        result replaces `Call.prepared` (the handler must check that what it read still holds;
+        if it raises, the handler gets `prepare`'s result)."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
