@@ -122,8 +122,8 @@ def create_session(call: Call) -> dict[str, Any]:
 
 
 def stream_events(data: dict[str, Any]) -> list[svc.EventInput]:
-    """The stream request's shape, checked at once (400, nothing stored): the route's
-    `prepare`, run before the request joins a write batch."""
+    """The stream request's shape (a 400 stores nothing): the route's `prepare`, run on the
+    writer thread before the write batch's transaction."""
     p = Params(data)
     raw = p.raw("events")
     if raw is None:

@@ -210,27 +210,33 @@ def rebuild(db: Database, *, progress: Callable[[int, int], None] | None = None)
         total = store.count_events(conn, upto)
         cancel_seq = store.max_cancel_seq(conn)
         store.reset(conn)
-        open_cells: dict[store.Cell, Partial] = {}
+        open_events: list[tuple] = []  # the events of the open (customer, meter, hour)
         current: tuple | None = None
         done = 0
         out: list[tuple[store.Cell, store.CellValue]] = []
+
+        def close() -> None:
+            cells: dict[store.Cell, Partial] = {}
+            _fold(cells, meters, open_events)
+            out.extend((k, _value(p)) for k, p in cells.items())
+            open_events.clear()
+
         for ev in store.iter_all_events(conn, upto):
             account, live, customer, meter, ts = ev[0], ev[1], ev[2], ev[3], ev[4]
             key = (account, live, customer, meter, ts - ts % RESOLUTIONS[0])
             if key != current:
                 # Events come by (account, livemode, customer, meter, time): once the hour
                 # changes, the open cells (this hour and its quarters) are complete.
-                out.extend((k, _value(p)) for k, p in open_cells.items())
-                open_cells.clear()
+                close()
                 current = key
                 if len(out) >= 5_000:
                     store.insert_cells(conn, out)
-                    out = []
-            _fold(open_cells, meters, [ev])
+                    out.clear()
+            open_events.append(ev)
             done += 1
             if progress is not None and done % 50_000 == 0:
                 progress(done, total)
-        out.extend((k, _value(p)) for k, p in open_cells.items())
+        close()
         store.insert_cells(conn, out)
         store.set_watermark(conn, upto, clock.now())
         store.drop_cancels(conn, upto_seq=cancel_seq)
