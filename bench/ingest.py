@@ -29,8 +29,8 @@ dropped and recreated):
    of the server's processes, of the PostgreSQL backends serving it, and of wrk is read around
    each run.
 4. Raw floor, on the same database once the server has stopped: one plain driver connection
-   (sqlite3 / psycopg, the settings meterline uses: WAL and synchronous=NORMAL on SQLite, durable
-   commits on PostgreSQL) inserts rows shaped like meterline's with executemany into a scratch
+   (sqlite3 / psycopg, the settings meterline uses: WAL, synchronous=NORMAL and the writers'
+   page cache size on SQLite, durable commits on PostgreSQL) inserts rows shaped like meterline's with executemany into a scratch
    table with the columns, types and indexes of `meter_events`, committing every 100 rows (one
    stream request's worth) and, in a second scratch table, every 10,000 rows; the same warm-up
    and measured runs. Timed: executemany and COMMIT (the row tuples are built outside the
@@ -651,7 +651,7 @@ def scratch_table(name: str):
 
 
 def raw_phase(settings: Settings, database: str, url: str, setup: Setup, batch: int) -> Op:
-    from meterline.store.db import make_engine
+    from meterline.store.db import WRITER_CACHE_KIB, make_engine
 
     op = Op(database, f"raw executemany, {batch:,} rows per transaction")
     print(f"- {database} {op.name}", flush=True)
@@ -720,6 +720,7 @@ def raw_phase(settings: Settings, database: str, url: str, setup: Setup, batch: 
             conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")  # as meterline's writers
             backend = []
 
             def insert(batch_rows: list[tuple]) -> None:
@@ -1020,6 +1021,8 @@ def problems(phases: list[Phase]) -> list[str]:
 def write_report(
     phases: list[Phase], settings: Settings, info: dict, argv: list[str], started: dt.datetime
 ) -> None:
+    from meterline.store.db import WRITER_CACHE_KIB
+
     invocation = ".venv/bin/python bench/ingest.py" + (" " + shlex.join(argv) if argv else "")
     pg = f", PostgreSQL {info['postgresql']}" if info.get("postgresql") else ""
     runs = f"{settings.repeat} measured run{'s' if settings.repeat > 1 else ''}"
@@ -1082,7 +1085,8 @@ def write_report(
         " process, `driver`), the PostgreSQL backends connected to the database, and wrk."
         f" {info['nproc']} cores are all there is.",
         "- Raw floor: after the server stopped, on the same database, one plain driver"
-        " connection (sqlite3 with WAL and synchronous=NORMAL; psycopg with durable commits)"
+        " connection (sqlite3 with WAL, synchronous=NORMAL and meterline's writer page cache of"
+        f" {WRITER_CACHE_KIB // 1024} MiB; psycopg with durable commits)"
         " inserts rows shaped like meterline's (payload JSON text, value as meterline binds it)"
         " with `executemany` into a scratch table made from meterline's `meter_events` table"
         " definition (same columns, types, unique key and indexes), committing every 100 rows"

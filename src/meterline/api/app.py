@@ -1,7 +1,9 @@
 """The ASGI application: the request pipeline every endpoint shares.
 
-Order: route -> body (1 MiB cap) -> auth -> decode -> [idempotency] -> one transaction
-(handler, unknown-parameter check, expand, render) -> response with Request-Id.
+Order: route -> body (1 MiB cap) -> auth -> decode -> writes join a batch, and on its writer
+thread: [the route's `prepare`, then its `precheck` reads, before the transaction] -> one
+transaction ([idempotency], handler, unknown-parameter check, expand, render; held-back inserts
+sent) -> response with Request-Id, after the commit.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Call:
     expand: list[str] = field(default_factory=list)
     api_version: str | None = None  # the request's Stripe-Version header, if it sent one
     request_id: str = ""
+    prepared: Any = None  # what the route's `prepare` made of the body (see Router.add)
 
     def includes(self, name: str) -> bool:
         return name in self.expand or f"data.{name}" in self.expand
@@ -86,6 +89,7 @@ class Job:
     version: str | None
     key: str | None
     digest: str | None
+    prepared: Any = None
 
 
 class _Batch:
@@ -488,7 +492,15 @@ class MeterlineApp:
             if replay is not None:
                 return replay
         out = self._call(
-            job.route, job.data, job.path_params, job.scope, job.path, job.rid, job.version, repo
+            job.route,
+            job.data,
+            job.path_params,
+            job.scope,
+            job.path,
+            job.rid,
+            job.version,
+            repo,
+            job.prepared,
         )
         if job.key:
             batch.store(job, 200, out)
@@ -501,14 +513,17 @@ class MeterlineApp:
         nothing (services check before they write); if one fails after writing, the batch is
         rolled back and run again with a savepoint per request. Returns, per job, its result
         or exception."""
+        refused = self._precheck(jobs)
         for _attempt in range(BATCH_ATTEMPTS):
             try:
                 try:
-                    return self._run_batch(jobs, savepoints=False)
+                    return self._run_batch(jobs, savepoints=False, known=refused)
                 except _NeedsSavepoints as again:
                     # A request that failed in Python is not run twice: its outcome is known.
                     # After a database error every request runs again, each in its savepoint.
-                    known = {again.index: again.exc} if not is_database_error(again.exc) else None
+                    known = dict(refused)
+                    if not is_database_error(again.exc):
+                        known[again.index] = again.exc
                     return self._run_batch(jobs, savepoints=True, known=known)
             except _RetryBatch:
                 # A deadlock with another worker's batch (each batch takes its requests' locks
@@ -516,6 +531,40 @@ class MeterlineApp:
                 continue
         log.error("a write batch kept deadlocking (request ids %s)", ", ".join(j.rid for j in jobs))
         return [api_error(job.rid) for job in jobs]
+
+    def _precheck(self, jobs: list[Job]) -> dict[int, Exception]:
+        """Before a batch's transaction, on the writer thread: the routes' `prepare` (decoding
+        that needs no database), then their `precheck` reads, in one read unit; so that this
+        work keeps out of SQLite's write lock (the other worker writes meanwhile) and off the
+        event loop (whose Python would hold the GIL while the transaction wants it). Returns
+        the failures of `prepare` by job index: those requests' answers. A precheck that fails
+        leaves the handler to do the whole work in the transaction."""
+        refused: dict[int, Exception] = {}
+        todo = []
+        for i, job in enumerate(jobs):
+            if job.route.prepare is None or job.prepared is not None:
+                continue
+            try:
+                job.prepared = job.route.prepare(job.data)
+            except Exception as exc:
+                refused[i] = exc
+                continue
+            if job.route.precheck is not None:
+                todo.append(job)
+        if not todo:
+            return refused
+        try:
+            with self.db.read() as conn:
+                for job in todo:
+                    try:
+                        job.prepared = job.route.precheck(Repo(conn, job.scope), job.prepared)  # type: ignore[misc]
+                    except Exception as exc:
+                        if is_database_error(exc):
+                            raise
+                        log.debug("precheck of request %s failed", job.rid, exc_info=True)
+        except Exception:
+            log.warning("the prechecks of a write batch failed; it runs without", exc_info=True)
+        return refused
 
     def _run_batch(
         self, jobs: list[Job], *, savepoints: bool, known: dict[int, Exception] | None = None
@@ -552,7 +601,15 @@ class MeterlineApp:
                             savepoint.failed()
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
-                flush_deferred(conn)
+                if not savepoints:
+                    try:
+                        flush_deferred(conn)
+                    except Exception as exc:
+                        if is_retryable(exc):
+                            raise _RetryBatch() from exc
+                        # A held-back insert failed, of a request not known: run the batch
+                        # again with a savepoint per request and nothing held back.
+                        raise _NeedsSavepoints(-1, exc) from exc
                 idem.store_many(conn, batch.rows)
         except (_NeedsSavepoints, _RetryBatch):
             raise
@@ -645,11 +702,12 @@ class MeterlineApp:
         rid: str,
         version: str | None,
         repo: Repo,
+        prepared: Any = None,
     ) -> bytes:
         params = Params(data)
         expand = params.str_list("expand") or []
         expand_mod.check_paths(expand)
-        call = Call(params, path_params, scope_, path, repo, expand, version, rid)
+        call = Call(params, path_params, scope_, path, repo, expand, version, rid, prepared)
         result = route.handler(call)
         params.done()
         walk = [p for p in expand if p.split(".")[-1] not in INCLUDABLE]
@@ -677,14 +735,24 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="meterline"'}
 _SESSION_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="meterline"'}
 
 
-def _depth(v: Any, level: int = 1) -> int:
-    if level > MAX_JSON_DEPTH:
-        return level
-    if isinstance(v, dict):
-        return max((_depth(x, level + 1) for x in v.values()), default=level)
-    if isinstance(v, list):
-        return max((_depth(x, level + 1) for x in v), default=level)
-    return level - 1
+def _depth(v: Any) -> int:
+    """How deeply objects and arrays nest in `v` (0 for a scalar), counted up to just past
+    MAX_JSON_DEPTH. Iterative, and only containers are visited: a stream request holds hundreds
+    of scalars."""
+    if not isinstance(v, (dict, list)):
+        return 0
+    deepest = 0
+    stack = [(v, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if level > MAX_JSON_DEPTH:
+                return level
+        for x in node.values() if isinstance(node, dict) else node:
+            if isinstance(x, (dict, list)):
+                stack.append((x, level + 1))
+    return deepest
 
 
 def _too_large() -> StripeError:

@@ -121,11 +121,10 @@ def create_session(call: Call) -> dict[str, Any]:
     }
 
 
-def stream(call: Call) -> dict[str, Any]:
-    """The request's shape is checked at once (400, nothing stored); the events' meaning is
-    validated event by event, and the invalid ones go to error reports (Stripe validates the
-    stream asynchronously, so the answer never depends on them)."""
-    p = call.params
+def stream_events(data: dict[str, Any]) -> list[svc.EventInput]:
+    """The stream request's shape (a 400 stores nothing): the route's `prepare`, run on the
+    writer thread before the write batch's transaction."""
+    p = Params(data)
     raw = p.raw("events")
     if raw is None:
         raise missing("events")
@@ -146,8 +145,21 @@ def stream(call: Call) -> dict[str, Any]:
                 "identifier and timestamp.",
             )
         events.append(_input(Params(item, f"events[{i}]"), v2=True))
-    p.done()
-    stream_svc.record_stream(call.repo, events, call.request_id)
+    return events
+
+
+def stream(call: Call) -> dict[str, Any]:
+    """The events' meaning is validated event by event, and the invalid ones go to error reports
+    (Stripe validates the stream asynchronously, so the answer never depends on them)."""
+    prepared = call.prepared
+    if isinstance(prepared, stream_svc.Checked):
+        events, checked = prepared.events, prepared
+    else:
+        events = prepared if prepared is not None else stream_events(call.params.data)
+        checked = None
+    call.params.raw("events")
+    call.params.done()
+    stream_svc.record_stream(call.repo, events, call.request_id, checked)
     return {}
 
 
@@ -158,4 +170,11 @@ def register(router: Router) -> None:
     router.add("POST", "/v2/billing/meter_event_adjustments", adjust_v2)
     # The response carries the token in clear: never stored for idempotent replay.
     router.add("POST", "/v2/billing/meter_event_session", create_session, idempotent=False)
-    router.add("POST", "/v2/billing/meter_event_stream", stream, auth="meter_event_session")
+    router.add(
+        "POST",
+        "/v2/billing/meter_event_stream",
+        stream,
+        auth="meter_event_session",
+        prepare=stream_events,
+        precheck=stream_svc.check_stream,
+    )

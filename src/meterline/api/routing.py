@@ -21,6 +21,8 @@ class Route:
     regex: re.Pattern[str]
     auth: str = "secret_key"
     idempotent: bool = True
+    prepare: Callable[[dict[str, Any]], Any] | None = None
+    precheck: Callable[[Any, Any], Any] | None = None
 
 
 def compile_path(path: str) -> re.Pattern[str]:
@@ -45,13 +47,21 @@ class Router:
         list_of: str | None = None,
         auth: str = "secret_key",
         idempotent: bool = True,
+        prepare: Callable[[dict[str, Any]], Any] | None = None,
+        precheck: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
         `list_of` names the object type a list route returns (for checking `expand[]`);
         `auth` says what the Authorization header carries: a secret key, or
         (`"meter_event_session"`) a meter event session's authentication token;
         `idempotent=False` ignores `Idempotency-Key` (neither replays nor stores the response:
-        for responses that carry a secret)."""
+        for responses that carry a secret); `prepare(data)` turns a write's decoded body into
+        what its handler needs (`Call.prepared`) on the writer thread before the batch's
+        transaction, so that work needing no database stays out of it (what it raises is the
+        request's answer, and the handler does not run); `precheck(repo, prepared)` then does
+        the reads it can there too (in a read unit, outside SQLite's write lock), and its
+        result replaces `Call.prepared` (the handler must check that what it read still holds;
+        if it raises, the handler gets `prepare`'s result)."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
@@ -64,6 +74,8 @@ class Router:
             compile_path(path),
             auth,
             idempotent,
+            prepare,
+            precheck,
         )
         if "{" in path:
             self.dynamic.append(route)

@@ -23,7 +23,7 @@ from meterline.services import ServiceError
 from meterline.services.meter_events import EventInput, Lookups, record_many, validate
 from meterline.store.db import Database
 from meterline.store.repo import Repo
-from meterline.store.tables import meter_event_error_reports, meter_event_sessions
+from meterline.store.tables import meter_event_error_reports, meter_event_sessions, meter_events
 
 SESSION_TTL = 15 * 60
 TOKEN_PREFIX = "mes_token_"
@@ -84,21 +84,38 @@ class _Report:
 
 @dataclass(frozen=True)
 class StreamResult:
-    stored: int
-    duplicates: int
+    accepted: int  # valid events of distinct identifiers, handed to `record_many`
+    stored: int | None  # of those, the ones not stored before (None inside a write batch)
     errors: int
     reports: list[dict[str, Any]]
 
 
-def record_stream(repo: Repo, events: list[EventInput], request_id: str) -> StreamResult:
-    """Record each event as `meter_events.record` does; an event it refuses is left out and
-    counted in its meter's error report. A duplicate identifier (also within the request) is
-    stored once and reported as nothing: retrying a stream request is how clients recover."""
+@dataclass
+class Checked:
+    """A stream request's events validated in some transaction: the rows of the valid ones
+    (distinct identifiers, and encoded for the insert), the error reports of the others, and
+    what validation read (to tell whether it still holds in another transaction)."""
+
+    events: list[EventInput]
+    rows: list[dict[str, Any]]
+    encoded: list[list[Any]]
+    reports: dict[str | None, _Report]
+    errors: int
+    start: int
+    end: int
+    lookups: Lookups
+
+
+def check_stream(repo: Repo, events: list[EventInput]) -> Checked:
+    """Validate each event as `meter_events.record` does; an event it refuses is left out and
+    counted in its meter's error report. A duplicate identifier within the request keeps its
+    first event. Reads only: the stream runs it before its write transaction, where
+    `record_stream` then stores the outcome if what it read has not changed."""
     start = clock.now()
     lookups = Lookups()
     lookups.prefetch_customers(repo, events)
     reports: dict[str | None, _Report] = {}
-    duplicates = errors = 0
+    errors = 0
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for ev in events:
@@ -111,38 +128,53 @@ def record_stream(repo: Repo, events: list[EventInput], request_id: str) -> Stre
             report.add(exc.code or "invalid", exc.message, ev.identifier)
             continue
         if row["id"] in seen:
-            duplicates += 1  # the first event of the request with this identifier is the one
-            continue
+            continue  # the first event of the request with this identifier is the one
         seen.add(row["id"])
         rows.append(row)
-    stored = len(record_many(repo, rows))
-    duplicates += len(rows) - stored
-    end = clock.now()
+    encoded = repo.encode_rows(meter_events, rows)
+    return Checked(events, rows, encoded, reports, errors, start, clock.now(), lookups)
+
+
+def record_stream(
+    repo: Repo, events: list[EventInput], request_id: str, checked: Checked | None = None
+) -> StreamResult:
+    """Store the valid events of a stream request and one error report per meter its invalid
+    events name. A duplicate identifier (also within the request) is stored once and reported
+    as nothing: retrying a stream request is how clients recover. `checked`: the events
+    validated before this transaction (`check_stream`), used when what that validation read
+    reads the same here; otherwise they are validated again here. Inside a write batch the
+    events are inserted with those of the batch's other stream requests, before the batch
+    commits (see `record_many`)."""
+    if checked is None or not checked.lookups.unchanged(repo):
+        checked = check_stream(repo, events)
+    stored = record_many(repo, checked.rows, encoded=checked.encoded)
     rows = [
         repo.insert(
             meter_event_error_reports,
             {
                 "id": new_id("mtrerr", 24),
-                "created": end,
+                "created": checked.end,
                 "meter": meter_id,
                 "request_id": request_id,
                 "counts": report.counts,
                 "samples": report.samples,
-                "validation_start": start,
-                "validation_end": end,
+                "validation_start": checked.start,
+                "validation_end": checked.end,
             },
         )
-        for meter_id, report in reports.items()
+        for meter_id, report in checked.reports.items()
     ]
-    return StreamResult(stored, duplicates, errors, rows)
+    return StreamResult(len(checked.rows), stored, checked.errors, rows)
 
 
 __all__ = [
     "MAX_EVENTS",
     "SESSION_TTL",
     "TOKEN_PREFIX",
+    "Checked",
     "Session",
     "StreamResult",
+    "check_stream",
     "create_session",
     "find_session",
     "record_stream",

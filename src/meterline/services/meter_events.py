@@ -31,9 +31,14 @@ class EventInput:
     timestamp: int | None
 
 
+_CUSTOMER = ("deleted", "test_clock")  # what validation reads of a customer
+
+
 class Lookups:
     """Meters by event name and customers by id, each read once for a request that records many
-    events (the stream); they do not change within the request's transaction."""
+    events (the stream); they do not change within the request's transaction. Read in another
+    transaction (the stream validates before its write transaction), `unchanged` tells whether
+    everything validation read is still the same there."""
 
     def __init__(self) -> None:
         self.meters: dict[str, dict[str, Any] | None] = {}
@@ -47,11 +52,14 @@ class Lookups:
 
     def customer(self, repo: Repo, customer_id: str) -> dict[str, Any] | None:
         if customer_id not in self.customers:
-            self.customers[customer_id] = repo.get(customers, customer_id)
+            self.customers[customer_id] = repo.get_many(customers, [customer_id], _CUSTOMER).get(
+                customer_id
+            )
         return self.customers[customer_id]
 
     def prefetch_customers(self, repo: Repo, events: list[EventInput]) -> None:
-        """Read every customer these events name in one statement."""
+        """Read every customer these events name in one statement (what validation needs of
+        them: whether deleted, and the test clock whose time they live at)."""
         wanted: set[str] = set()
         for ev in events:
             meter = self.meter(repo, ev.event_name)
@@ -61,15 +69,24 @@ class Lookups:
                     wanted.add(cid)
         if not wanted:
             return
-        c = customers.c
-        found = {
-            r["id"]: dict(r)
-            for r in repo.conn.execute(
-                repo.select(customers, c.id.in_(sorted(wanted))).with_only_columns(c.id, c.deleted)
-            ).mappings()
-        }
+        found = repo.get_many(customers, sorted(wanted), _CUSTOMER)
         for cid in wanted:
             self.customers[cid] = found.get(cid)
+
+    def unchanged(self, repo: Repo) -> bool:
+        """Whether the meters, customers and test clock times read so far read the same in
+        `repo`'s transaction (then validation there would give the same outcome)."""
+        for name, meter in self.meters.items():
+            if meters_service.by_event_name(repo, name) != meter:
+                return False
+        if self.customers:
+            now = repo.get_many(customers, sorted(self.customers), _CUSTOMER)
+            if any(now.get(cid) != row for cid, row in self.customers.items()):
+                return False
+        for cid, frozen in self.clocks.items():
+            if test_clocks.frozen_time(repo, cid) != frozen:
+                return False
+        return True
 
 
 def validate(
@@ -196,13 +213,18 @@ def record(
     return {**row, "account_id": repo.scope.account_id, "livemode": repo.scope.livemode}
 
 
-def record_many(repo: Repo, rows: list[dict[str, Any]]) -> set[str]:
-    """Store validated rows of distinct identifiers in one batch; the identifiers stored (the
-    others were already stored)."""
+def record_many(
+    repo: Repo, rows: list[dict[str, Any]], *, encoded: list[list[Any]] | None = None
+) -> int | None:
+    """Store validated rows of distinct identifiers, each unless its identifier is stored
+    already (`encoded`: the rows as `Repo.encode_rows` gave them). Inside a write batch
+    (`store.repo.deferred_inserts`) the rows join those of the batch's other requests in one
+    statement before the commit, and None is returned; otherwise they are inserted at once and
+    the number stored is returned."""
     if not rows:
-        return set()
+        return 0
     _ingest_lock(repo)
-    return repo.insert_many_unless_exists(meter_events, rows)
+    return repo.add_unless_exists(meter_events, rows, order="customer", encoded=encoded)
 
 
 def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[str, Any]:

@@ -91,11 +91,18 @@ def customer_now(repo: Repo, customer: Mapping[str, Any], cache: dict | None = N
         return clock.now()
     if cache is not None and cid in cache:
         return cache[cid]
-    row = repo.get(t, cid)
-    now = row["frozen_time"] if row is not None else clock.now()
+    now = frozen_time(repo, cid)
+    if now is None:
+        return clock.now()
     if cache is not None:
         cache[cid] = now
     return now
 
 
-__all__ = ["advance", "create", "customer_now", "delete", "get", "list_"]
+def frozen_time(repo: Repo, clock_id: str) -> int | None:
+    """The test clock's time, or None when it does not exist."""
+    row = repo.get(t, clock_id)
+    return row["frozen_time"] if row is not None else None
+
+
+__all__ = ["advance", "create", "customer_now", "delete", "frozen_time", "get", "list_"]

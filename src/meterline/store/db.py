@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 DEFAULT_URL = "sqlite:///./meterline.db"
+WRITER_CACHE_KIB = 64 * 1024  # SQLite page cache of each writer connection (the default: 2 MiB)
 
 
 def normalize_url(url: str) -> str:
@@ -139,6 +140,11 @@ class Database:
             conn = self.engine.connect()
             if kind == "writer" and self.dialect == "sqlite":
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                # A write batch of stream requests inserts thousands of rows whose index entries
+                # land on as many pages; with SQLite's default 2 MiB cache it read some of them
+                # twice within one transaction.
+                raw = conn.connection.driver_connection  # type: ignore[union-attr]
+                raw.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             if kind == "reader" and self.dialect == "postgresql":
                 # At READ COMMITTED every statement takes its own snapshot even inside a
                 # transaction, so BEGIN and ROLLBACK would only add two round trips.

@@ -70,6 +70,7 @@ class CompiledTable:
         self._get_by: dict[str, str] = {}
         self._update: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
         self._rows_by: dict[tuple[str, str], str] = {}
+        self._insert_plan: list[tuple[str, Callable[[Any], Any] | None, Any]] | None = None
         self.defaults = {
             c.name: c.default.arg
             for c in table.columns
@@ -101,8 +102,16 @@ class CompiledTable:
         return enc(v) if enc is not None else v
 
     def insert_params(self, values: dict[str, Any]) -> list[Any]:
-        d = self.defaults
-        return [self.encode(c, values[c] if c in values else d.get(c)) for c in self.insert_columns]
+        plan = self._insert_plan
+        if plan is None:
+            plan = self._insert_plan = [
+                (c, self.encoders.get(c), self.defaults.get(c)) for c in self.insert_columns
+            ]
+        out = []
+        for c, enc, default in plan:
+            v = values.get(c, default)
+            out.append(v if enc is None or v is None else enc(v))
+        return out
 
     def get_by_sql(self, column: str) -> str:
         """SELECT one row by a column that is unique in the scope (a unique index's last part)."""

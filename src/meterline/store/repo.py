@@ -15,21 +15,26 @@ from sqlalchemy.engine import Connection, RowMapping
 from meterline.store.fast import POINT, compiled
 
 _DEFERRED = "meterline_deferred_inserts"
+_GROUPED = "meterline_grouped_rows"
 
 
 def defer_inserts(conn: Connection, on: bool) -> None:
-    """PostgreSQL: hold back `Repo.insert` statements on this connection and send them in groups
-    (`executemany`, which psycopg pipelines) before the next read, the next statement that needs
-    its result, or `flush_deferred`. A batch of requests then pays one round trip for all its
-    inserts instead of one each. An error of a held-back insert surfaces at the flush."""
-    conn.info[_DEFERRED] = [] if on else None
+    """Hold back inserts on this connection and send them in groups before the next read
+    through `Repo`, or at `flush_deferred`; an error of a held-back insert surfaces there.
+    The rows of `Repo.add_unless_exists` (the meter events of stream requests) are sent as one
+    insert-if-absent `executemany` per table and scope for the whole write batch: the group
+    commit of the stream (see docs/architecture.md). On PostgreSQL the connection also gets a
+    list for held-back single-row statements, sent grouped with `executemany` (which psycopg
+    pipelines); nothing fills it today (`Repo.insert` executes at once)."""
+    conn.info[_DEFERRED] = [] if on and conn.dialect.name == "postgresql" else None
+    conn.info[_GROUPED] = {} if on else None
 
 
 @contextmanager
 def deferred_inserts(conn: Connection, on: bool = True) -> Iterator[None]:
-    """`defer_inserts` for the span of a block (PostgreSQL only; elsewhere a no-op); whatever is
-    still held back when the block fails is dropped with its transaction."""
-    if not on or conn.dialect.name != "postgresql":
+    """`defer_inserts` for the span of a block; whatever is still held back when the block fails
+    is dropped with its transaction."""
+    if not on:
         yield
         return
     defer_inserts(conn, True)
@@ -39,21 +44,38 @@ def deferred_inserts(conn: Connection, on: bool = True) -> Iterator[None]:
         defer_inserts(conn, False)
 
 
-def flush_deferred(conn: Connection) -> None:
+def flush_deferred(conn: Connection, table: sa.Table | None = None) -> None:
+    """Send what is held back; with `table`, only the grouped rows of that table (a statement
+    on another table cannot see them)."""
     pending = conn.info.get(_DEFERRED)
-    if not pending:
+    grouped = conn.info.get(_GROUPED)
+    if grouped:
+        grouped = {k: rows for k, rows in grouped.items() if table is None or k[0] is table}
+    if not pending and not grouped:
         return
-    conn.info[_DEFERRED] = []
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        i = 0
-        while i < len(pending):
-            sql = pending[i][0]
-            j = i
-            while j < len(pending) and pending[j][0] == sql:
-                j += 1
-            cur.executemany(sql, [params for _, params in pending[i:j]])
-            i = j
+        if pending:
+            conn.info[_DEFERRED] = []
+            i = 0
+            while i < len(pending):
+                sql = pending[i][0]
+                j = i
+                while j < len(pending) and pending[j][0] == sql:
+                    j += 1
+                cur.executemany(sql, [params for _, params in pending[i:j]])
+                i = j
+        if grouped:
+            held = conn.info[_GROUPED]
+            for key, rows in grouped.items():
+                del held[key]
+                tbl, _scope, order = key
+                if order is not None and conn.dialect.name == "sqlite":
+                    # Neighbouring keys land on the same index pages: fewer pages to read and
+                    # write per transaction. The sort is stable, so rows of one key keep their
+                    # arrival order (the tie-break of `last`). PostgreSQL keeps arrival order.
+                    rows.sort(key=lambda r, i=order: r[i])
+                cur.executemany(compiled(tbl, conn.dialect).insert_ignore_sql, rows)
     finally:
         cur.close()
 
@@ -93,13 +115,14 @@ class Repo:
     def _cursor(self) -> Any:
         return self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
-    def flush(self) -> None:
-        """Send the inserts held back by `defer_inserts` (see there)."""
-        flush_deferred(self.conn)
+    def flush(self, table: sa.Table | None = None) -> None:
+        """Send the inserts held back by `defer_inserts` (see there): before a statement on
+        `table`, or on any table when None."""
+        flush_deferred(self.conn, table)
 
     def get(self, table: sa.Table, id: str, *, for_update: bool = False) -> dict[str, Any] | None:
         ct = compiled(table, self.conn.dialect)
-        self.flush()
+        self.flush(table)
         cur = self._cursor()
         try:
             cur.execute(
@@ -115,7 +138,7 @@ class Repo:
     def get_by(self, table: sa.Table, column: str, value: Any) -> dict[str, Any] | None:
         """The row whose `column` (unique in the scope, e.g. meters.event_name) is `value`."""
         ct = compiled(table, self.conn.dialect)
-        self.flush()
+        self.flush(table)
         cur = self._cursor()
         try:
             cur.execute(
@@ -129,11 +152,11 @@ class Repo:
         return ct.decode(row) if row is not None else None
 
     def first(self, table: sa.Table, *where: Any) -> RowMapping | None:
-        self.flush()
+        self.flush(table)
         return self.conn.execute(self.select(table, *where).limit(1)).mappings().first()
 
     def exists(self, table: sa.Table, *where: Any) -> bool:
-        self.flush()
+        self.flush(table)
         q = sa.select(sa.literal(1)).select_from(table).where(*self._own(table), *where).limit(1)
         return self.conn.execute(q).first() is not None
 
@@ -158,7 +181,7 @@ class Repo:
         """Insert one row unless its id (or another unique key) is taken; True if inserted.
         Concurrent inserts of one id store it once: PostgreSQL makes the second wait for the
         first to commit and then skips it; SQLite has one writer at a time."""
-        self.flush()
+        self.flush(table)
         ct = compiled(table, self.conn.dialect)
         row = {
             **ct.defaults,
@@ -183,7 +206,7 @@ class Repo:
         and reads back the ids each one returns (concurrent inserts of an id store it once)."""
         if not rows:
             return set()
-        self.flush()
+        self.flush(table)
         ct = compiled(table, self.conn.dialect)
         scope = {"account_id": self.scope.account_id, "livemode": self.scope.livemode}
         cur = self._cursor()
@@ -223,6 +246,73 @@ class Repo:
         finally:
             cur.close()
 
+    def encode_rows(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        """Rows of this scope as the parameters of `table`'s insert (for `add_unless_exists`,
+        so that the encoding can happen before the write transaction)."""
+        ct = compiled(table, self.conn.dialect)
+        scope = {"account_id": self.scope.account_id, "livemode": self.scope.livemode}
+        return [ct.insert_params({**r, **scope}) for r in rows]
+
+    def add_unless_exists(
+        self,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        *,
+        order: str | None = None,
+        encoded: list[list[Any]] | None = None,
+    ) -> int | None:
+        """Insert rows of distinct ids, each unless its id is taken (as `insert_many_unless_exists`),
+        without saying which were new. Inside `deferred_inserts` the rows are held back and
+        inserted with those of the other requests of the batch, in one statement per table and
+        scope (on SQLite sorted by `order`, stable); returns None then. Otherwise they are
+        inserted at once and the number stored is returned. `encoded`: the rows as
+        `encode_rows` gave them, in this scope."""
+        if not rows:
+            return 0
+        grouped = self.conn.info.get(_GROUPED)
+        if grouped is None:
+            return len(self.insert_many_unless_exists(table, rows))
+        ct = compiled(table, self.conn.dialect)
+        key = (
+            table,
+            (self.scope.account_id, self.scope.livemode),
+            ct.insert_columns.index(order) if order is not None else None,
+        )
+        grouped.setdefault(key, []).extend(
+            encoded if encoded is not None else self.encode_rows(table, rows)
+        )
+        self.wrote = True
+        return None
+
+    def get_many(
+        self, table: sa.Table, ids: Sequence[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """`columns` of the rows of these ids that exist, by id (one statement per 500 ids)."""
+        self.flush(table)
+        ct = compiled(table, self.conn.dialect)
+        ph = ct.ph
+        cols = ", ".join(ct.quote(c) for c in ("id", *columns))
+        decoders = [dec for name in columns for _, n, dec in ct.decoders if n == name]
+        out: dict[str, dict[str, Any]] = {}
+        ids = list(ids)
+        cur = self._cursor()
+        try:
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                cur.execute(
+                    f"SELECT {cols} FROM {ct.name} WHERE account_id = {ph} AND livemode = {ph} "
+                    f"AND id IN ({', '.join([ph] * len(part))})",
+                    [self.scope.account_id, self.scope.livemode, *part],
+                )
+                for row in cur.fetchall():
+                    out[row[0]] = {
+                        name: dec(v) if dec is not None and v is not None else v
+                        for name, dec, v in zip(columns, decoders, row[1:], strict=True)
+                    }
+        finally:
+            cur.close()
+        return out
+
     def update(
         self,
         table: sa.Table,
@@ -235,7 +325,7 @@ class Repo:
         compare-and-set). Returns the rows changed (0 or 1)."""
         if not values:
             return 0
-        self.flush()
+        self.flush(table)
         self.wrote = True
         ct = compiled(table, self.conn.dialect)
         names = list(values)
@@ -259,7 +349,7 @@ class Repo:
         """Every row of the scope whose `column` is `value`, in `order` (one precompiled
         statement, e.g. an invoice's lines)."""
         ct = compiled(table, self.conn.dialect)
-        self.flush()
+        self.flush(table)
         cur = self._cursor()
         try:
             cur.execute(
@@ -271,7 +361,7 @@ class Repo:
             cur.close()
 
     def update_where(self, table: sa.Table, where: Sequence[Any], values: dict[str, Any]) -> int:
-        self.flush()
+        self.flush(table)
         self.wrote = True
         q = table.update().where(*self._own(table), *where).values(**values)
         return self.conn.execute(q).rowcount
@@ -286,7 +376,7 @@ class Repo:
         ending_before: str | None = None,
     ) -> tuple[list[RowMapping], bool]:
         """Newest first (`created` desc, then insertion order desc), `limit` rows, and has_more."""
-        self.flush()
+        self.flush(table)
         c_created, c_seq = table.c.created, table.c.seq
         q = self.select(table, *where)
         cursor_id = starting_after or ending_before

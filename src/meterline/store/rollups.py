@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from meterline.store.db import Database
@@ -201,8 +200,30 @@ def count_events(conn: Connection, upto: int) -> int:
     )
 
 
+_SQLITE_GET_CELL = (
+    "SELECT sum, count, last_ts, last_seq, last_value FROM meter_usage_rollups WHERE "
+    "account_id = ? AND livemode = ? AND customer = ? AND meter = ? AND resolution = ? "
+    "AND bucket = ? AND dims = ?"
+)
+
+
 def load_cells(conn: Connection, cells: Iterable[Cell]) -> dict[Cell, CellValue]:
-    """The stored values of these cells (those that exist)."""
+    """The stored values of these cells (those that exist). SQLite: one primary key lookup per
+    cell on the driver's cursor (no round trips to pay; the builder runs this holding the write
+    lock, and the statement machinery cost more than the lookups)."""
+    if conn.dialect.name == "sqlite":
+        found: dict[Cell, CellValue] = {}
+        cur = _cursor(conn)
+        try:
+            for cell in cells:
+                cur.execute(_SQLITE_GET_CELL, cell)
+                row = cur.fetchone()
+                if row is not None:
+                    s, n, lts, lseq, lv = row
+                    found[cell] = (_dec(s), n, lts, lseq, _dec(lv))
+        finally:
+            cur.close()
+        return found
     by_res: dict[int, dict[tuple[str, bool, str, str], list[int]]] = {}
     for account, live, customer, meter, res, bucket, _dims in cells:
         by_res.setdefault(res, {}).setdefault((account, live, customer, meter), []).append(bucket)
@@ -259,12 +280,27 @@ _KEY = ["account_id", "livemode", "customer", "meter", "resolution", "bucket", "
 _VALUES = ["sum", "count", "last_ts", "last_seq", "last_value"]
 
 
-def _upsert_sqlite(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    stmt = sqlite_dialect.insert(meter_usage_rollups)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=_KEY, set_={c: stmt.excluded[c] for c in _VALUES}
-    )
-    conn.execute(stmt, rows)
+_SQLITE_UPSERT = (
+    f"INSERT INTO meter_usage_rollups ({', '.join(_KEY + _VALUES)}) "
+    f"VALUES ({', '.join('?' * len(_KEY + _VALUES))}) "
+    f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _VALUES)
+)
+
+
+def _upsert_sqlite(conn: Connection, values: dict[Cell, CellValue]) -> None:
+    """On the driver's cursor: decimals as their exact text, as `DecimalText` binds them."""
+    cur = _cursor(conn)
+    try:
+        cur.executemany(
+            _SQLITE_UPSERT,
+            [
+                (*cell, str(s), n, lts, lseq, str(lv))
+                for cell, (s, n, lts, lseq, lv) in values.items()
+            ],
+        )
+    finally:
+        cur.close()
 
 
 def _upsert_postgresql(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -277,10 +313,12 @@ def _upsert_postgresql(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def store_cells(conn: Connection, values: dict[Cell, CellValue], batch: int = 5_000) -> None:
     """Write these cells' values, replacing what was stored."""
-    upsert = _upsert_sqlite if conn.dialect.name == "sqlite" else _upsert_postgresql
+    if conn.dialect.name == "sqlite":
+        _upsert_sqlite(conn, values)
+        return
     rows = [_row(c, v) for c, v in values.items()]
     for i in range(0, len(rows), batch):
-        upsert(conn, rows[i : i + batch])
+        _upsert_postgresql(conn, rows[i : i + batch])
 
 
 def insert_cells(conn: Connection, values: Sequence[tuple[Cell, CellValue]]) -> None:
