@@ -331,7 +331,7 @@ def test_refusals_name_their_param_and_write_nothing(acct, server):
     )
 
 
-def test_the_wall_clock_billing_job_renews_and_finalizes_once(acct, server):
+def test_the_wall_clock_billing_job_renews_and_finalizes_once(acct, server, caplog):
     """A wall-clock subscription: `bill_due` at virtual future times (as the job in every worker
     would run then) makes the cycle's draft once, finalizes it an hour later with credits, and
     two runs racing do each step once."""
@@ -374,6 +374,8 @@ def test_the_wall_clock_billing_job_renews_and_finalizes_once(acct, server):
         assert due_work.bill_due(db, end + 3600) == 0
     finally:
         db.dispose()
+    # Every step ran in its chunk's transaction: nothing fell back to one step at a time.
+    assert not [r for r in caplog.records if r.name == "meterline.jobs"], caplog.text
     inv = d(client.v1.invoices.retrieve(drafts[0].id))
     assert inv["status"] == "open" and inv["status_transitions"]["finalized_at"] == end + 3600
     assert (inv["subtotal"], inv["amount_due"]) == (80, 30)

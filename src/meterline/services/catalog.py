@@ -280,7 +280,7 @@ def get_price(repo: Repo, pid: str, *, kind: str = "price", param: str = "id") -
 
 def get_price_any(repo: Repo, pid: str, *, param: str = "price") -> RowMapping:
     """A price whatever its state (an invoice still bills a price deleted since)."""
-    row = repo.get(prices, pid)
+    row = repo.get_memo(prices, pid)
     if row is None:
         raise not_found("price", pid, param)
     return row

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from meterline import clock
@@ -232,16 +233,35 @@ _RULE_COLUMNS = (
 )
 
 
-def customer_grants(repo: Repo, customer: str) -> list[dict[str, Any]]:
-    """The customer's grants, with the columns the ledger's rules read."""
+def _raw(repo: Repo, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """One statement on the driver's cursor (`?` placeholders, turned into the dialect's)."""
     repo.flush()
-    g = grants_t.c
-    q = sa.select(*(g[c] for c in _RULE_COLUMNS)).where(
-        g.account_id == repo.scope.account_id,
-        g.livemode == repo.scope.livemode,
-        g.customer == customer,
-    )
-    return [dict(r) for r in repo.conn.execute(q).mappings()]
+    if repo.dialect != "sqlite":
+        sql = sql.replace("?", "%s")
+    cur = repo.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, args)
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+_GRANTS_SQL = (
+    f"SELECT {', '.join(_RULE_COLUMNS)} FROM credit_grants "
+    "WHERE account_id = ? AND livemode = ? AND customer = ?"
+)
+
+
+def customer_grants(repo: Repo, customer: str) -> list[dict[str, Any]]:
+    """The customer's grants, with the columns the ledger's rules read (one raw statement: every
+    settle, finalization and summary reads them)."""
+    out = []
+    for row in _raw(repo, _GRANTS_SQL, (repo.scope.account_id, repo.scope.livemode, customer)):
+        g = dict(zip(_RULE_COLUMNS, row, strict=True))
+        if isinstance(g["prices"], (str, bytes)):
+            g["prices"] = orjson.loads(g["prices"])
+        out.append(g)
+    return out
 
 
 @dataclass
@@ -268,25 +288,15 @@ def ledger_of(repo: Repo, customer: str) -> dict[str, list[engine.Entry]]:
     balance, the last time), in one grouped statement whatever the ledger's length. A closing
     type written n times appears as n entries (the sum on the first, 0 on the others), so the
     count of closings, which numbers the next closing's key, stays true."""
-    repo.flush()
-    t = txns.c
-    q = (
-        sa.select(
-            t.credit_grant,
-            t.type,
-            sa.func.sum(t.amount),
-            sa.func.max(t.effective_at),
-            sa.func.count(),
-        )
-        .where(
-            t.account_id == repo.scope.account_id,
-            t.livemode == repo.scope.livemode,
-            t.customer == customer,
-        )
-        .group_by(t.credit_grant, t.type)
+    rows = _raw(
+        repo,
+        "SELECT credit_grant, type, sum(amount), max(effective_at), count(*) "
+        "FROM credit_balance_transactions WHERE account_id = ? AND livemode = ? AND customer = ? "
+        "GROUP BY credit_grant, type",
+        (repo.scope.account_id, repo.scope.livemode, customer),
     )
     out: dict[str, list[engine.Entry]] = {}
-    for grant, kind, amount, last, n in repo.conn.execute(q):
+    for grant, kind, amount, last, n in rows:
         out.setdefault(grant, []).extend(
             [engine.Entry(grant, kind, int(amount), int(last))]
             + [engine.Entry(grant, kind, 0, int(last))] * (int(n) - 1 if kind in _CLOSING else 0)

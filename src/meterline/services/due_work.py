@@ -120,10 +120,12 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
             chunk = work[k : k + STEPS_PER_TRANSACTION]
             try:
                 with db.write() as conn:
-                    done = sum(_step(conn, *item, now) for item in chunk)
+                    repos: dict[tuple[str, bool], Repo] = {}
+                    done = sum(_step(conn, *item, now, repos) for item in chunk)
             except Exception:
                 # The chunk rolled back: run its steps one transaction each, so that the one
                 # that fails is left for the next run and the others go on.
+                log.warning("a billing chunk failed; running its steps one by one", exc_info=True)
                 done = 0
                 for item in chunk:
                     try:
@@ -141,10 +143,27 @@ def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = Non
                 progress(done)
 
 
-def _step(conn: Any, at: int, account: str, live: Any, oid: str, kind: int, now: int) -> int:
+def _step(
+    conn: Any,
+    at: int,
+    account: str,
+    live: Any,
+    oid: str,
+    kind: int,
+    now: int,
+    repos: dict[tuple[str, bool], Repo] | None = None,
+) -> int:
     """Run one due step; the steps done (0 when another worker or request did it first; 2 for
-    a renewal whose draft was due too, finalized at once)."""
-    repo = Repo(conn, Scope(account, bool(live)))
+    a renewal whose draft was due too, finalized at once). `repos`: one Repo per scope for the
+    steps of one transaction, remembering the prices, products and meters they read (the run
+    changes none of them)."""
+    scope = (account, bool(live))
+    repo = repos.get(scope) if repos is not None else None
+    if repo is None:
+        repo = Repo(conn, Scope(*scope))
+        if repos is not None:
+            repo.memo = {}
+            repos[scope] = repo
     if kind == 0:
         return int(invoices.finalize_due(repo, oid, at))
     if subscriptions.renew(repo, oid, at, finalize_by=now) is None:

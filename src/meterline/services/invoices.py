@@ -185,9 +185,12 @@ def create(
         row = {**row, "account_id": repo.scope.account_id, "livemode": repo.scope.livemode}
     else:
         row = repo.insert(invoices, row)
-    for pos, d in enumerate(lines):
-        repo.insert(invoice_lines, _line_row(iid, subscription["id"], row["currency"], pos, d))
-    return row
+    rows = [
+        _line_row(iid, subscription["id"], row["currency"], pos, d) for pos, d in enumerate(lines)
+    ]
+    for ln in rows:
+        repo.insert(invoice_lines, ln)
+    return {**row, "_lines": rows}
 
 
 def meter_totals(
@@ -198,7 +201,7 @@ def meter_totals(
         return {}
     metas = {}
     for mid in sorted(set(meter_ids)):
-        row = repo.get(meters, mid)
+        row = repo.get_memo(meters, mid)
         if row is not None:
             metas[mid] = usage.meter_info(row)
     out: dict[str, Decimal] = {}
@@ -317,7 +320,7 @@ def _finalize(
         customer = customers_service.get(repo, inv["customer"], param="customer")
     if at is None:
         at = _customer_time(repo, customer)
-    lines = lines_of(repo, iid)
+    lines = inv["_lines"] if fresh else lines_of(repo, iid)
     if fresh:
         prices = {
             ln["price"]: catalog_service.get_price_any(repo, ln["price"])

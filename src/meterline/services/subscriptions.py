@@ -113,7 +113,7 @@ def engine_items(repo: Repo, rows: Sequence[Mapping[str, Any]]) -> list[engine.I
         price = catalog_service.get_price_any(repo, r["price"])
         pid = price["product"]
         if pid not in names:
-            prod = repo.get(products, pid)
+            prod = repo.get_memo(products, pid)
             names[pid] = prod["name"] if prod is not None else pid
         out.append(
             engine.Item(

@@ -102,6 +102,18 @@ class Repo:
         self.dialect = conn.dialect.name
         self.wrote = False  # set by every write: a failure after a write needs a rollback
         self.ingest_locked = False  # PostgreSQL: holds the ingest lock (store.rollups)
+        # Rows that cannot change during this unit of work, by (table, id), when a caller that
+        # owns the whole transaction turns it on (the billing run: prices, products, meters).
+        self.memo: dict[tuple[str, str], dict[str, Any] | None] | None = None
+
+    def get_memo(self, table: sa.Table, id: str) -> dict[str, Any] | None:
+        """`get`, remembered for the unit of work when `memo` is on."""
+        if self.memo is None:
+            return self.get(table, id)
+        key = (table.name, id)
+        if key not in self.memo:
+            self.memo[key] = self.get(table, id)
+        return self.memo[key]
 
     def _own(self, table: sa.Table) -> list[Any]:
         return [

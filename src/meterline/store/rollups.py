@@ -97,12 +97,18 @@ def safe_upto(db: Database) -> int:
 
 def watermark(conn: Connection, *, lock: str | None = None) -> int:
     """The watermark; on PostgreSQL `lock="share"` keeps builders from moving it until the
-    transaction ends, and `lock="update"` also excludes other builders."""
-    q = sa.select(rollup_state.c.watermark).where(rollup_state.c.name == STATE)
+    transaction ends, and `lock="update"` also excludes other builders. (One statement on the
+    driver's cursor: every usage answer and invoice reads it.)"""
+    sql = f"SELECT watermark FROM rollup_state WHERE name = {_ph(conn)}"
     if lock and conn.dialect.name == "postgresql":
-        q = q.with_for_update(read=lock == "share")
-    value = conn.execute(q).scalar()
-    return int(value or 0)
+        sql += " FOR SHARE" if lock == "share" else " FOR UPDATE"
+    cur = _cursor(conn)
+    try:
+        cur.execute(sql, (STATE,))
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    return int(row[0] or 0) if row is not None else 0
 
 
 def advance(conn: Connection, old: int, new: int, now: int) -> bool:
@@ -509,15 +515,18 @@ def raw_events(
 
 def pending_cancels(repo: Repo, customer: str, upto: int) -> list[tuple[str, int]]:
     """(meter, timestamp) of queued cancellations of the customer's already folded events."""
-    t = meter_event_cancels.c
     repo.flush()
-    q = sa.select(t.meter, t.timestamp).where(
-        t.account_id == repo.scope.account_id,
-        t.livemode == repo.scope.livemode,
-        t.customer == customer,
-        t.event_seq <= upto,
-    )
-    return [(m, ts) for m, ts in repo.conn.execute(q)]
+    ph = _ph(repo.conn)
+    cur = _cursor(repo.conn)
+    try:
+        cur.execute(
+            'SELECT meter, "timestamp" FROM meter_event_cancels WHERE account_id = '
+            f"{ph} AND livemode = {ph} AND customer = {ph} AND event_seq <= {ph}",
+            (repo.scope.account_id, repo.scope.livemode, customer, upto),
+        )
+        return [(m, ts) for m, ts in cur.fetchall()]
+    finally:
+        cur.close()
 
 
 def queue_cancel(repo: Repo, customer: str, meter: str, timestamp: int, event_seq: int) -> None:
