@@ -265,14 +265,38 @@ def customer_grants(repo: Repo, customer: str) -> list[dict[str, Any]]:
 
 
 @dataclass
+class Standing:
+    """Where one grant's ledger stands: all that the rules read of it."""
+
+    balance: int = 0  # granted + reinstated - applied - expired - voided
+    granted: bool = False  # its credits_granted entry is written
+    closings: int = 0  # credits_expired / credits_voided entries written (numbers the next key)
+    last: int | None = None  # the latest effective_at among its entries
+
+    def add(self, e: engine.Entry) -> None:
+        self.balance += e.signed
+        self.granted = self.granted or e.type == "credits_granted"
+        self.closings += e.type in _CLOSING
+        self.last = e.effective_at if self.last is None else max(self.last, e.effective_at)
+
+    def as_entries(self, grant: str) -> list[engine.Entry]:
+        """One entry standing for the ledger (the rules read its presence, sum and time)."""
+        if not self.granted:
+            return []
+        return [engine.Entry(grant, "credits_granted", self.balance, self.last or 0)]
+
+
+@dataclass
 class Book:
-    """A customer's grants and folded ledger as read at one moment (see `ledger_of`)."""
+    """A customer's grants and where each one's ledger stands, read at one moment."""
 
     grants: dict[str, dict[str, Any]]
-    entries: dict[str, list[engine.Entry]]
+    standing: dict[str, Standing]
 
     def balances(self) -> dict[str, int]:
-        return {gid: engine.balance(self.entries.get(gid, [])) for gid in self.grants}
+        return {
+            gid: self.standing[gid].balance if gid in self.standing else 0 for gid in self.grants
+        }
 
     def engine_grants(self) -> list[engine.Grant]:
         return [as_engine(g) for g in self.grants.values()]
@@ -282,26 +306,25 @@ def book_of(repo: Repo, customer: str) -> Book:
     return Book({g["id"]: g for g in customer_grants(repo, customer)}, ledger_of(repo, customer))
 
 
-def ledger_of(repo: Repo, customer: str) -> dict[str, list[engine.Entry]]:
-    """The customer's ledger per grant, folded to one entry per (grant, type): the sum of its
-    amounts at the latest `effective_at`, which is all the rules read (is a type there, the
-    balance, the last time), in one grouped statement whatever the ledger's length. A closing
-    type written n times appears as n entries (the sum on the first, 0 on the others), so the
-    count of closings, which numbers the next closing's key, stays true."""
+def ledger_of(repo: Repo, customer: str) -> dict[str, Standing]:
+    """Where each of the customer's grants' ledger stands, in one grouped statement whatever
+    the ledger's length (one row per grant)."""
     rows = _raw(
         repo,
-        "SELECT credit_grant, type, sum(amount), max(effective_at), count(*) "
+        "SELECT credit_grant, "
+        "sum(CASE WHEN type IN ('credits_granted', 'credits_application_invoice_voided') "
+        "THEN amount ELSE -amount END), "
+        "max(CASE WHEN type = 'credits_granted' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN type IN ('credits_expired', 'credits_voided') THEN 1 ELSE 0 END), "
+        "max(effective_at) "
         "FROM credit_balance_transactions WHERE account_id = ? AND livemode = ? AND customer = ? "
-        "GROUP BY credit_grant, type",
+        "GROUP BY credit_grant",
         (repo.scope.account_id, repo.scope.livemode, customer),
     )
-    out: dict[str, list[engine.Entry]] = {}
-    for grant, kind, amount, last, n in rows:
-        out.setdefault(grant, []).extend(
-            [engine.Entry(grant, kind, int(amount), int(last))]
-            + [engine.Entry(grant, kind, 0, int(last))] * (int(n) - 1 if kind in _CLOSING else 0)
-        )
-    return out
+    return {
+        grant: Standing(int(bal), bool(granted), int(closings), int(last))
+        for grant, bal, granted, closings, last in rows
+    }
 
 
 _CLOSING = ("credits_expired", "credits_voided")
@@ -354,11 +377,19 @@ def lock_customer(repo: Repo, customer: str) -> None:
 def _due(book: Book, now: int) -> list[tuple[Mapping[str, Any], list[engine.Entry], list[str]]]:
     out = []
     for g in book.grants.values():
-        have = book.entries.get(g["id"], [])
-        due = engine.due_entries(as_engine(g), have, now)
+        st = book.standing.get(g["id"]) or Standing()
+        # What due_entries would find, checked without building values: the grant entry once
+        # effective, the closing debit once ended with something left.
+        ends = [t for t in (g["expires_at"], g["voided_at"]) if t is not None]
+        if not (
+            (g["effective_at"] <= now and not st.granted)
+            or (ends and min(ends) <= now and (st.balance > 0 or not st.granted))
+        ):
+            continue
+        due = engine.due_entries(as_engine(g), st.as_entries(g["id"]), now)
         if not due:
             continue
-        closings = sum(1 for e in have if e.type in _CLOSING)
+        closings = st.closings
         keys = []
         for e in due:
             if e.type == "credits_granted":
@@ -388,7 +419,9 @@ def settle(repo: Repo, customer: str, now: int | None = None, *, locked: bool = 
         due = _due(book, now)
     for g, entries, keys in due:
         write_entries(repo, g, entries, keys)
-        book.entries.setdefault(g["id"], []).extend(entries)
+        st = book.standing.setdefault(g["id"], Standing())
+        for e in entries:
+            st.add(e)
     return book
 
 
