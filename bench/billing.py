@@ -1386,7 +1386,12 @@ def write_report(
         + (f", PostgreSQL {info['postgresql']}" if info["postgresql"] else "")
         + ". Other engineers' test runs share the machine (load average per phase below):"
         " expect noise.",
-        f"- meterline commit: {info['commit']}",
+        f"- meterline commit: {info['commit']}"
+        + "".join(
+            f"; the {p.database} phase ran meterline from {p.code[0]}"
+            for p in phases
+            if p.code and "PYTHONPATH" in p.code[0]
+        ),
         f"- Command: `{invocation}`",
     ]
     if ds:
