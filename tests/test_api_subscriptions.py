@@ -589,3 +589,64 @@ def test_a_run_catching_up_renews_and_finalizes_in_one_step(acct, server):
     assert inv["status"] == "open" and inv["status_transitions"]["finalized_at"] == end + 3600
     assert (inv["subtotal"], inv["amount_due"]) == (60, 35)
     assert inv["lines"]["data"][0]["pretax_credit_amounts"][0]["amount"] == 25
+
+
+def test_a_run_on_several_connections_bills_each_customer_in_time_order(acct, server):
+    """`bill_due` on 4 lanes (PostgreSQL bills customers on several connections at once; SQLite
+    runs them in one): every customer has two subscriptions falling due a day apart and one grant
+    that covers only part of both invoices, so the earlier invoice must take the credit first,
+    whichever lane the customer lands on; every step runs once."""
+    from meterline.services import due_work
+    from meterline.store.db import Database
+
+    _, client, meter, ids = acct
+    start = None
+    expect = {}
+    for k in range(8):
+        cus = client.v1.customers.create({"name": f"lanes {k}"})
+        client.v1.billing.credit_grants.create(
+            {
+                "customer": cus.id,
+                "amount": {"type": "monetary", "monetary": {"currency": "usd", "value": 50}},
+                "applicability_config": {"scope": {"price_type": "metered"}},
+            }
+        )
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": meter.event_name,
+                "payload": {"stripe_customer_id": cus.id, "value": str(20 + k)},
+            }
+        )
+        start = start or client.v1.customers.retrieve(cus.id).created
+        subs = [
+            client.v1.subscriptions.create(
+                {
+                    "customer": cus.id,
+                    "items": [{"price": ids["metered"]}],
+                    "billing_cycle_anchor": start + (days + k % 3) * 86_400,
+                }
+            )
+            for days in (2, 1)  # the later one first: creation order must not decide
+        ]
+        expect[cus.id] = (subs[1].id, subs[0].id, 2 * (20 + k))
+    db = Database(server.database_url)
+    try:
+        ran = due_work.bill_due(db, start + 6 * 86_400, lanes=4)
+        assert ran >= 2 * 2 * len(expect)  # (other tests' subscriptions may fall due too)
+        assert due_work.bill_due(db, start + 6 * 86_400, lanes=4) == 0
+    finally:
+        db.dispose()
+    for cus, (early, late, subtotal) in expect.items():
+        got = {}
+        for sid in (early, late):
+            (inv,) = [
+                d(i)
+                for i in client.v1.invoices.list({"subscription": sid}).data
+                if i.billing_reason == "subscription_cycle"
+            ]
+            credited = sum(c["amount"] for c in inv["total_pretax_credit_amounts"])
+            assert inv["subtotal"] == subtotal and inv["amount_due"] == subtotal - credited
+            assert inv["status"] == ("paid" if credited == subtotal else "open")
+            got[sid] = credited
+        assert got[early] == min(subtotal, 50), (cus, got)
+        assert got[late] == min(subtotal, 50 - got[early]), (cus, got)

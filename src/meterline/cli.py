@@ -305,13 +305,22 @@ def invoices() -> None:
     help="Run what is due by this Unix time instead of the wall clock's now (for catching up "
     "or rehearsing a run; test clock customers always follow their clocks).",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 32),
+    default=None,
+    help="PostgreSQL connections to bill on at once, customers split among them "
+    "(default 4; SQLite always uses one).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def invoices_run(database_url: str, now_: int | None, no_progress: bool) -> None:
+def invoices_run(
+    database_url: str, now_: int | None, parallel: int | None, no_progress: bool
+) -> None:
     """Renew every subscription whose period has ended and finalize every draft invoice whose
     hour has passed, with credits, in time order (what `serve` does every few seconds).
 
-    Each step is its own transaction, so it can run while servers run: a step done by one is
-    never done again by another.
+    Steps are grouped in transactions that can run while servers run: a step done by one is
+    never done again by another. One customer's steps run in time order.
     """
     import time
 
@@ -340,7 +349,7 @@ def invoices_run(database_url: str, now_: int | None, no_progress: bool) -> None
             progress.update(task, rate=f"{done / elapsed:,.0f} steps/s")
 
         with _database_errors(db):
-            n = due_work.bill_due(db, at, progress=step)
+            n = due_work.bill_due(db, at, progress=step, lanes=parallel)
     db.dispose()
     seconds = time.monotonic() - started
     rate = n / seconds if seconds > 0 else 0.0

@@ -302,25 +302,46 @@ class Book:
         return [as_engine(g) for g in self.grants.values()]
 
 
+_STANDING_SQL = (
+    "SELECT credit_grant, "
+    "sum(CASE WHEN type IN ('credits_granted', 'credits_application_invoice_voided') "
+    "THEN amount ELSE -amount END) AS balance, "
+    "max(CASE WHEN type = 'credits_granted' THEN 1 ELSE 0 END) AS granted, "
+    "sum(CASE WHEN type IN ('credits_expired', 'credits_voided') THEN 1 ELSE 0 END) AS closings, "
+    "max(effective_at) AS last "
+    "FROM credit_balance_transactions WHERE account_id = ? AND livemode = ? AND customer = ? "
+    "GROUP BY credit_grant"
+)
+
+_BOOK_SQL = (
+    f"SELECT {', '.join('g.' + c for c in _RULE_COLUMNS)}, "
+    "s.balance, s.granted, s.closings, s.last "
+    f"FROM credit_grants g LEFT JOIN ({_STANDING_SQL}) s ON s.credit_grant = g.id "
+    "WHERE g.account_id = ? AND g.livemode = ? AND g.customer = ?"
+)
+
+
 def book_of(repo: Repo, customer: str) -> Book:
-    return Book({g["id"]: g for g in customer_grants(repo, customer)}, ledger_of(repo, customer))
+    """The customer's grants and where each one's ledger stands, in one statement."""
+    scope = (repo.scope.account_id, repo.scope.livemode, customer)
+    grants: dict[str, dict[str, Any]] = {}
+    standing: dict[str, Standing] = {}
+    n = len(_RULE_COLUMNS)
+    for row in _raw(repo, _BOOK_SQL, scope + scope):
+        g = dict(zip(_RULE_COLUMNS, row[:n], strict=True))
+        if isinstance(g["prices"], (str, bytes)):
+            g["prices"] = orjson.loads(g["prices"])
+        grants[g["id"]] = g
+        bal, granted, closings, last = row[n:]
+        if bal is not None:
+            standing[g["id"]] = Standing(int(bal), bool(granted), int(closings), int(last))
+    return Book(grants, standing)
 
 
 def ledger_of(repo: Repo, customer: str) -> dict[str, Standing]:
     """Where each of the customer's grants' ledger stands, in one grouped statement whatever
     the ledger's length (one row per grant)."""
-    rows = _raw(
-        repo,
-        "SELECT credit_grant, "
-        "sum(CASE WHEN type IN ('credits_granted', 'credits_application_invoice_voided') "
-        "THEN amount ELSE -amount END), "
-        "max(CASE WHEN type = 'credits_granted' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN type IN ('credits_expired', 'credits_voided') THEN 1 ELSE 0 END), "
-        "max(effective_at) "
-        "FROM credit_balance_transactions WHERE account_id = ? AND livemode = ? AND customer = ? "
-        "GROUP BY credit_grant",
-        (repo.scope.account_id, repo.scope.livemode, customer),
-    )
+    rows = _raw(repo, _STANDING_SQL, (repo.scope.account_id, repo.scope.livemode, customer))
     return {
         grant: Standing(int(bal), bool(granted), int(closings), int(last))
         for grant, bal, granted, closings, last in rows
@@ -338,33 +359,42 @@ def customer_entries(repo: Repo, customer: str) -> list[dict[str, Any]]:
     ]
 
 
+Pending = list[tuple[Mapping[str, Any], engine.Entry, str]]  # (grant, entry, key) to write
+
+
 def write_entries(
     repo: Repo, grant: Mapping[str, Any], entries: Sequence[engine.Entry], keys: Sequence[str]
 ) -> list[str | None]:
     """Insert each entry under its key unless the key is taken; the ids inserted (None where
     the key was taken)."""
-    out: list[str | None] = []
-    for e, key in zip(entries, keys, strict=True):
-        tid = new_id("credbtx", 24)
-        inserted = repo.insert_unless_exists(
-            txns,
-            {
-                "id": tid,
-                "created": e.effective_at,
-                "customer": grant["customer"],
-                "credit_grant": e.grant,
-                "entry_key": key,
-                "type": e.type,
-                "amount": e.amount,
-                "currency": grant["currency"],
-                "effective_at": e.effective_at,
-                "invoice": e.invoice,
-                "invoice_line_item": e.line,
-                "test_clock": grant["test_clock"],
-            },
-        )
-        out.append(tid if inserted else None)
-    return out
+    return write_pending(repo, [(grant, e, k) for e, k in zip(entries, keys, strict=True)])
+
+
+def write_pending(repo: Repo, pending: Pending) -> list[str | None]:
+    """Insert each (grant, entry, key) in order unless its key is taken, in one statement batch
+    (PostgreSQL pipelines them: one round trip); the ids inserted, None where the key was
+    taken."""
+    rows = [
+        {
+            "id": new_id("credbtx", 24),
+            "created": e.effective_at,
+            "customer": grant["customer"],
+            "credit_grant": e.grant,
+            "entry_key": key,
+            "type": e.type,
+            "amount": e.amount,
+            "currency": grant["currency"],
+            "effective_at": e.effective_at,
+            "invoice": e.invoice,
+            "invoice_line_item": e.line,
+            "test_clock": grant["test_clock"],
+        }
+        for grant, e, key in pending
+    ]
+    if len(rows) > 1 and repo.dialect == "postgresql":
+        done = repo.insert_many_unless_exists(txns, rows)
+        return [r["id"] if r["id"] in done else None for r in rows]
+    return [r["id"] if repo.insert_unless_exists(txns, r) else None for r in rows]
 
 
 def lock_customer(repo: Repo, customer: str) -> None:
@@ -401,11 +431,19 @@ def _due(book: Book, now: int) -> list[tuple[Mapping[str, Any], list[engine.Entr
     return out
 
 
-def settle(repo: Repo, customer: str, now: int | None = None, *, locked: bool = False) -> Book:
+def settle(
+    repo: Repo,
+    customer: str,
+    now: int | None = None,
+    *,
+    locked: bool = False,
+    pending: Pending | None = None,
+) -> Book:
     """Write every ledger entry due by now (the customer's time) for the customer's grants, and
     return the customer's book after it. Nothing due: nothing locked. Something due: the
     customer's ledger is locked and read again (unless the caller holds the lock: `locked`), so
-    a closing debit is what remains after every committed application."""
+    a closing debit is what remains after every committed application. With `pending`, the
+    entries are added to it for the caller to write (with its own, in one batch) instead."""
     if now is None:
         cust = customers_service.get(repo, customer, param="customer")
         now = _now_for(repo, cust)
@@ -417,11 +455,14 @@ def settle(repo: Repo, customer: str, now: int | None = None, *, locked: bool = 
         lock_customer(repo, customer)
         book = book_of(repo, customer)
         due = _due(book, now)
+    batch: Pending = [] if pending is None else pending
     for g, entries, keys in due:
-        write_entries(repo, g, entries, keys)
+        batch.extend((g, e, k) for e, k in zip(entries, keys, strict=True))
         st = book.standing.setdefault(g["id"], Standing())
         for e in entries:
             st.add(e)
+    if pending is None:
+        write_pending(repo, batch)
     return book
 
 
@@ -437,12 +478,15 @@ def apply_to_invoice(
     """Apply the customer's credits to the invoice's lines at its finalization time `at`, in
     burn order, and write one `credits_applied` entry per (grant, line); the caller holds
     `lock_customer`. Returns the entries written (id, credit_grant, invoice_line_item, amount)."""
-    book = settle(repo, customer, at, locked=locked)
+    pending: Pending = []
+    book = settle(repo, customer, at, locked=locked, pending=pending)
+    settled = len(pending)
     apps = engine.apply_credits(lines, book.engine_grants(), book.balances(), at)
+    applied = engine.applied_entries(apps, invoice, at)
+    pending += [(book.grants[e.grant], e, f"applied:{e.grant}:{e.line}") for e in applied]
+    ids = write_pending(repo, pending)[settled:]  # the settle's entries first, in time order
     written = []
-    for e in engine.applied_entries(apps, invoice, at):
-        key = f"applied:{e.grant}:{e.line}"
-        tid = write_entries(repo, book.grants[e.grant], [e], [key])[0]
+    for (_, e, key), tid in zip(pending[settled:], ids, strict=True):
         if tid is None:  # written before (a finalization retried after its commit)
             tid = repo.get_by(txns, "entry_key", key)["id"]  # type: ignore[index]
         written.append(

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +43,7 @@ log = logging.getLogger("meterline.jobs")
 IDEMPOTENCY_TTL = 24 * 3600
 BATCH = 500  # due steps read at a time by the billing job
 STEPS_PER_TRANSACTION = 50  # one commit per this many steps (a failing step is then run alone)
+LANES = 4  # PostgreSQL connections the billing run uses at once (customers split among them)
 SESSION_KEEP = 24 * 3600  # expired stream sessions are kept a day (their 401 says "expired")
 
 
@@ -79,68 +82,119 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
     return row
 
 
-def bill_due(db: Database, now: int, progress: Callable[[int], Any] | None = None) -> int:
-    """Renew and finalize everything on the wall clock due by `now`, in every account, in time
-    order, up to STEPS_PER_TRANSACTION steps (renewals or finalizations) per transaction. When a
-    step fails, its chunk is run again one step per transaction: the failing step is logged and
-    left for the next run, the others go on. Returns the steps run."""
+def bill_due(
+    db: Database,
+    now: int,
+    progress: Callable[[int], Any] | None = None,
+    lanes: int | None = None,
+) -> int:
+    """Renew and finalize everything on the wall clock due by `now`, in every account, up to
+    STEPS_PER_TRANSACTION steps (renewals or finalizations) per transaction. Returns the steps
+    run.
+
+    Order: one customer's steps run in time order, one after another (its credits burn in the
+    order its invoices fall due). Different customers share nothing the run writes (each
+    finalization holds its customer's lock), so on PostgreSQL their steps run on `lanes`
+    connections at once (default LANES; SQLite has one writer, so one lane): a customer's
+    steps all go to one lane. When a step fails, its chunk is run again one step per
+    transaction: the failing step is logged and left for the next run, the others go on."""
+    if lanes is None:
+        lanes = LANES if db.dialect == "postgresql" else 1
+    lanes = max(1, lanes)
     s, i = subscriptions_t.c, invoices_t.c
-    steps = 0
     failed: set[str] = set()
-    while True:
-        with db.read() as conn:
-            due_subs = conn.execute(
-                sa.select(s.current_period_end, s.account_id, s.livemode, s.id, sa.literal(1))
-                .where(
-                    s.test_clock.is_(None),
-                    s.current_period_end <= now,
-                    s.status.in_(subscriptions.LIVE),
-                )
-                .order_by(s.current_period_end)
-                .limit(BATCH + len(failed))
-            ).all()
-            due_drafts = conn.execute(
-                sa.select(
-                    i.automatically_finalizes_at, i.account_id, i.livemode, i.id, sa.literal(0)
-                )
-                .where(
-                    i.test_clock.is_(None),
-                    i.status == "draft",
-                    i.automatically_finalizes_at <= now,
-                )
-                .order_by(i.automatically_finalizes_at)
-                .limit(BATCH + len(failed))
-            ).all()
-        work = sorted(
-            (r for r in [*due_subs, *due_drafts] if r[3] not in failed), key=lambda r: (r[0], r[4])
-        )[:BATCH]
-        if not work:
-            return steps
-        for k in range(0, len(work), STEPS_PER_TRANSACTION):
-            chunk = work[k : k + STEPS_PER_TRANSACTION]
-            try:
-                with db.write() as conn:
-                    repos: dict[tuple[str, bool], Repo] = {}
-                    done = sum(_step(conn, *item, now, repos) for item in chunk)
-            except Exception:
-                # The chunk rolled back: run its steps one transaction each, so that the one
-                # that fails is left for the next run and the others go on.
-                log.warning("a billing chunk failed; running its steps one by one", exc_info=True)
-                done = 0
-                for item in chunk:
-                    try:
-                        with db.write() as conn:
-                            done += _step(conn, *item, now)
-                    except Exception:
-                        log.exception(
-                            "billing step for %s at %s failed; it is retried next run",
-                            item[3],
-                            item[0],
-                        )
-                        failed.add(item[3])
-            steps += done  # a step another worker did first is not counted
-            if progress is not None and done:
-                progress(done)
+    counted = threading.Lock()
+    total = 0
+
+    def run_lane(items: list[tuple]) -> None:
+        nonlocal total
+        for k in range(0, len(items), STEPS_PER_TRANSACTION):
+            done = _run_chunk(db, items[k : k + STEPS_PER_TRANSACTION], now, failed, counted)
+            with counted:
+                total += done  # a step another worker did first is not counted
+                if progress is not None and done:
+                    progress(done)
+
+    pool = ThreadPoolExecutor(lanes, thread_name_prefix="meterline-billing") if lanes > 1 else None
+    try:
+        while True:
+            with db.read() as conn:
+                due_subs = conn.execute(
+                    sa.select(
+                        s.current_period_end,
+                        s.account_id,
+                        s.livemode,
+                        s.id,
+                        sa.literal(1),
+                        s.customer,
+                    )
+                    .where(
+                        s.test_clock.is_(None),
+                        s.current_period_end <= now,
+                        s.status.in_(subscriptions.LIVE),
+                    )
+                    .order_by(s.current_period_end)
+                    .limit(BATCH + len(failed))
+                ).all()
+                due_drafts = conn.execute(
+                    sa.select(
+                        i.automatically_finalizes_at,
+                        i.account_id,
+                        i.livemode,
+                        i.id,
+                        sa.literal(0),
+                        i.customer,
+                    )
+                    .where(
+                        i.test_clock.is_(None),
+                        i.status == "draft",
+                        i.automatically_finalizes_at <= now,
+                    )
+                    .order_by(i.automatically_finalizes_at)
+                    .limit(BATCH + len(failed))
+                ).all()
+            work = sorted(
+                (tuple(r) for r in [*due_subs, *due_drafts] if r[3] not in failed),
+                key=lambda r: (r[0], r[4]),
+            )[:BATCH]
+            if not work:
+                return total
+            if pool is None:
+                run_lane(work)
+                continue
+            split: list[list[tuple]] = [[] for _ in range(lanes)]
+            for r in work:
+                split[zlib.crc32(f"{r[1]}|{r[2]}|{r[5]}".encode()) % lanes].append(r)
+            for f in [pool.submit(run_lane, part) for part in split if part]:
+                f.result()
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _run_chunk(
+    db: Database, chunk: list[tuple], now: int, failed: set[str], guard: threading.Lock
+) -> int:
+    try:
+        with db.write() as conn:
+            repos: dict[tuple[str, bool], Repo] = {}
+            return sum(_step(conn, *item[:5], now, repos) for item in chunk)
+    except Exception:
+        # The chunk rolled back: run its steps one transaction each, so that the one that
+        # fails is left for the next run and the others go on.
+        log.warning("a billing chunk failed; running its steps one by one", exc_info=True)
+    done = 0
+    for item in chunk:
+        try:
+            with db.write() as conn:
+                done += _step(conn, *item[:5], now)
+        except Exception:
+            log.exception(
+                "billing step for %s at %s failed; it is retried next run", item[3], item[0]
+            )
+            with guard:
+                failed.add(item[3])
+    return done
 
 
 def _step(

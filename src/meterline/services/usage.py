@@ -203,12 +203,12 @@ def collect(
     start, end = bounds[0][0], bounds[-1][1]
     in_txn = repo.dialect == "postgresql" and not repo.conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
     with _snapshot(repo):
-        w = rollup_store.watermark(repo.conn, lock="share" if in_txn else None)
+        w = _watermark(repo, in_txn)
         rolled = [m for m, meta in metas.items() if not meta.window]
         if rolled:
             p = plan(bounds)
             dirty: dict[str, set[tuple[int, int]]] = {}
-            for m, ts in rollup_store.pending_cancels(repo, customer, w):
+            for m, ts in _pending_cancels(repo, customer, w):
                 if m in metas and not metas[m].window:
                     for res in RESOLUTIONS:
                         dirty.setdefault(m, set()).add((res, cell_start(ts, res)))
@@ -248,6 +248,45 @@ def collect(
             if meta.window:
                 _add_windowed(acc, repo, customer, meta, start, end)
     return acc.rows(metas)
+
+
+CANCELS_READ_WHOLE = 1000  # up to this many queued cancels, a billing run reads them at once
+
+
+def _watermark(repo: Repo, in_txn: bool) -> int:
+    """The rollup watermark. A unit of work with a memo (the billing run's transaction) reads
+    it once: inside a write transaction it is held (FOR SHARE on PostgreSQL, the write lock on
+    SQLite), so no builder moves it before the transaction ends."""
+    memo = repo.memo if (in_txn or repo.dialect == "sqlite") else None
+    if memo is not None and ("rollups", "watermark") in memo:
+        return int(memo[("rollups", "watermark")])
+    w = rollup_store.watermark(repo.conn, lock="share" if in_txn else None)
+    if memo is not None:
+        memo[("rollups", "watermark")] = w
+    return w
+
+
+def _pending_cancels(repo: Repo, customer: str, w: int) -> list[tuple[str, int]]:
+    """Queued cancels of the customer's folded events. With a memo, the account's queue is read
+    once for the unit of work when it is short (it usually is empty: builders drain it), so a
+    run over many customers does not ask once per customer."""
+    memo = repo.memo
+    if memo is None:
+        return rollup_store.pending_cancels(repo, customer, w)
+    key = ("rollups", f"cancels:{w}")
+    if key not in memo:
+        rows = rollup_store.pending_cancels_all(repo, w, CANCELS_READ_WHOLE + 1)
+        if len(rows) > CANCELS_READ_WHOLE:
+            memo[key] = None
+        else:
+            by: dict[str, list[tuple[str, int]]] = {}
+            for c, m, ts in rows:
+                by.setdefault(c, []).append((m, ts))
+            memo[key] = by
+    whole = memo[key]
+    if whole is None:
+        return rollup_store.pending_cancels(repo, customer, w)
+    return list(whole.get(customer, ()))
 
 
 @contextmanager

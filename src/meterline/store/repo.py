@@ -103,8 +103,9 @@ class Repo:
         self.wrote = False  # set by every write: a failure after a write needs a rollback
         self.ingest_locked = False  # PostgreSQL: holds the ingest lock (store.rollups)
         # Rows that cannot change during this unit of work, by (table, id), when a caller that
-        # owns the whole transaction turns it on (the billing run: prices, products, meters).
-        self.memo: dict[tuple[str, str], dict[str, Any] | None] | None = None
+        # owns the whole transaction turns it on (the billing run: prices, products, meters;
+        # services.usage also keeps the rollup watermark and the queued cancels there).
+        self.memo: dict[tuple[str, str], Any] | None = None
 
     def get_memo(self, table: sa.Table, id: str) -> dict[str, Any] | None:
         """`get`, remembered for the unit of work when `memo` is on."""

@@ -529,6 +529,22 @@ def pending_cancels(repo: Repo, customer: str, upto: int) -> list[tuple[str, int
         cur.close()
 
 
+def pending_cancels_all(repo: Repo, upto: int, limit: int) -> list[tuple[str, str, int]]:
+    """(customer, meter, timestamp) of queued cancellations in the scope, at most `limit`."""
+    repo.flush()
+    ph = _ph(repo.conn)
+    cur = _cursor(repo.conn)
+    try:
+        cur.execute(
+            'SELECT customer, meter, "timestamp" FROM meter_event_cancels WHERE account_id = '
+            f"{ph} AND livemode = {ph} AND event_seq <= {ph} LIMIT {int(limit)}",
+            (repo.scope.account_id, repo.scope.livemode, upto),
+        )
+        return [(c, m, ts) for c, m, ts in cur.fetchall()]
+    finally:
+        cur.close()
+
+
 def queue_cancel(repo: Repo, customer: str, meter: str, timestamp: int, event_seq: int) -> None:
     repo.flush()
     repo.wrote = True
