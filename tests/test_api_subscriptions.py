@@ -611,12 +611,6 @@ def test_a_run_on_several_connections_bills_each_customer_in_time_order(acct, se
                 "applicability_config": {"scope": {"price_type": "metered"}},
             }
         )
-        client.v1.billing.meter_events.create(
-            {
-                "event_name": meter.event_name,
-                "payload": {"stripe_customer_id": cus.id, "value": str(20 + k)},
-            }
-        )
         start = start or client.v1.customers.retrieve(cus.id).created
         subs = [
             client.v1.subscriptions.create(
@@ -628,6 +622,12 @@ def test_a_run_on_several_connections_bills_each_customer_in_time_order(acct, se
             )
             for days in (2, 1)  # the later one first: creation order must not decide
         ]
+        client.v1.billing.meter_events.create(  # after the periods start: counted in both
+            {
+                "event_name": meter.event_name,
+                "payload": {"stripe_customer_id": cus.id, "value": str(20 + k)},
+            }
+        )
         expect[cus.id] = (subs[1].id, subs[0].id, 2 * (20 + k))
     db = Database(server.database_url)
     try:

@@ -466,6 +466,26 @@ def settle(
     return book
 
 
+def application(
+    repo: Repo,
+    customer: str,
+    invoice: str,
+    lines: Sequence[engine.Line],
+    at: int,
+    *,
+    locked: bool = True,
+) -> tuple[Pending, list[engine.Entry]]:
+    """The ledger entries that finalizing the invoice at `at` writes, in order, written
+    nowhere: what settling the ledger to `at` owes, then the `credits_applied` of each (grant,
+    line) in burn order (also returned alone). The caller holds `lock_customer`."""
+    pending: Pending = []
+    book = settle(repo, customer, at, locked=locked, pending=pending)
+    apps = engine.apply_credits(lines, book.engine_grants(), book.balances(), at)
+    applied = engine.applied_entries(apps, invoice, at)
+    pending += [(book.grants[e.grant], e, f"applied:{e.grant}:{e.line}") for e in applied]
+    return pending, applied
+
+
 def apply_to_invoice(
     repo: Repo,
     customer: str,
@@ -478,12 +498,8 @@ def apply_to_invoice(
     """Apply the customer's credits to the invoice's lines at its finalization time `at`, in
     burn order, and write one `credits_applied` entry per (grant, line); the caller holds
     `lock_customer`. Returns the entries written (id, credit_grant, invoice_line_item, amount)."""
-    pending: Pending = []
-    book = settle(repo, customer, at, locked=locked, pending=pending)
-    settled = len(pending)
-    apps = engine.apply_credits(lines, book.engine_grants(), book.balances(), at)
-    applied = engine.applied_entries(apps, invoice, at)
-    pending += [(book.grants[e.grant], e, f"applied:{e.grant}:{e.line}") for e in applied]
+    pending, applied = application(repo, customer, invoice, lines, at, locked=locked)
+    settled = len(pending) - len(applied)
     ids = write_pending(repo, pending)[settled:]  # the settle's entries first, in time order
     written = []
     for (_, e, key), tid in zip(pending[settled:], ids, strict=True):
@@ -614,6 +630,7 @@ def get_transaction(repo: Repo, tid: str) -> dict[str, Any]:
 
 __all__ = [
     "GrantInput",
+    "application",
     "apply_to_invoice",
     "give_back",
     "lock_customer",

@@ -4,7 +4,9 @@ A subscription's cycle makes a draft (`create`, once per cycle by its `draft_key
 finalizes `FINALIZE_AFTER` seconds later (the background job or a test clock advance) or on
 `finalize`. Finalization recomputes the metered lines from the usage at that moment (events that
 arrived during the hour for the closed period count), then, under the customer's ledger lock,
-applies credits in burn order (`services.credits.apply_to_invoice`) and fixes the amounts.
+applies credits in burn order (`services.credits.application`) and fixes the amounts. A renewal
+that a run catches up on after the hour, and a new subscription's first invoice, are written
+finalized at once (`create(finalize_at=...)`).
 
 Always true: an invoice leaves `draft` once (a conditional update on its status); for every
 invoice, subtotal - credits = amount_due, and each line's credits are the sum of the ledger's
@@ -146,9 +148,15 @@ def create(
     at: int,
     draft_key: str | None = None,
     iid: str | None = None,
+    finalize_at: int | None = None,
 ) -> dict[str, Any] | None:
     """A draft invoice of the subscription with these lines, created at `at` and finalizing an
-    hour later. With a `draft_key` taken already (another worker made this cycle's draft), None."""
+    hour later. With a `draft_key` taken already (another worker made this cycle's draft), None.
+
+    With `finalize_at` (a renewal that a run catches up on after the draft's hour, or a new
+    subscription's first invoice), it is finalized at that time as it is made, from the lines
+    just computed: under the customer's ledger lock, the credits are worked out first, then the
+    invoice, its lines and their ledger entries are written once, in their final state."""
     iid = iid or new_id("in", 24)
     subtotal = sum(d.amount for d in lines)
     row = {
@@ -179,17 +187,34 @@ def create(
         "test_clock": subscription["test_clock"],
         "metadata": {},
     }
+    rows = [
+        _line_row(iid, subscription["id"], row["currency"], pos, d) for pos, d in enumerate(lines)
+    ]
+    pending: credits.Pending = []
+    if finalize_at is not None:
+        credits.lock_customer(repo, customer["id"])
+        prices = {
+            ln["price"]: catalog_service.get_price_any(repo, ln["price"])
+            for ln in rows
+            if ln["metered"]
+        }
+        changes, per_line, pending = _settlement(repo, row, rows, prices, customer, finalize_at)
+        row.update(changes)
+        for ln in rows:
+            ln["credited"] = per_line.get(ln["id"], 0)
     if draft_key is not None:
         if not repo.insert_unless_exists(invoices, row):
+            if pending:  # unreachable: a renewal's claim on its period is its only way in
+                raise ServiceError(
+                    409, f"The invoice of {draft_key} was made twice.", code="lock_timeout"
+                )
             return None
         row = {**row, "account_id": repo.scope.account_id, "livemode": repo.scope.livemode}
     else:
         row = repo.insert(invoices, row)
-    rows = [
-        _line_row(iid, subscription["id"], row["currency"], pos, d) for pos, d in enumerate(lines)
-    ]
     for ln in rows:
         repo.insert(invoice_lines, ln)
+    credits.write_pending(repo, pending)
     return {**row, "_lines": rows}
 
 
@@ -282,15 +307,6 @@ def finalize(repo: Repo, iid: str, at: int | None = None) -> dict[str, Any]:
     return _finalize(repo, inv, at)
 
 
-def finalize_new(
-    repo: Repo, inv: dict[str, Any], customer: Mapping[str, Any], at: int
-) -> dict[str, Any]:
-    """Finalize at `at` a draft made earlier in this same transaction (the background run
-    catching up on a renewal whose hour has passed): its lines are as fresh as can be."""
-    credits.lock_customer(repo, inv["customer"])
-    return _finalize(repo, inv, at, customer=customer, fresh=True)
-
-
 def finalize_due(repo: Repo, iid: str, at: int) -> bool:
     """The background run's finalization: False when the invoice is no longer a draft (another
     worker or a request finalized it first)."""
@@ -305,30 +321,39 @@ def finalize_due(repo: Repo, iid: str, at: int) -> bool:
     return True
 
 
-def _finalize(
-    repo: Repo,
-    inv: dict[str, Any],
-    at: int | None,
-    *,
-    customer: Mapping[str, Any] | None = None,
-    fresh: bool = False,
-) -> dict[str, Any]:
-    """`fresh`: the lines were computed in this very transaction (a renewal finalized at once),
-    so the usage is not read again. The caller holds the customer's ledger lock."""
+def _finalize(repo: Repo, inv: dict[str, Any], at: int | None) -> dict[str, Any]:
+    """Refresh the draft's metered lines from the usage, then settle it at `at` (the caller
+    holds the customer's ledger lock)."""
     iid = inv["id"]
-    if customer is None:
-        customer = customers_service.get(repo, inv["customer"], param="customer")
+    customer = customers_service.get(repo, inv["customer"], param="customer")
     if at is None:
         at = _customer_time(repo, customer)
-    lines = inv["_lines"] if fresh else lines_of(repo, iid)
-    if fresh:
-        prices = {
-            ln["price"]: catalog_service.get_price_any(repo, ln["price"])
-            for ln in lines
-            if ln["metered"]
-        }
-    else:
-        prices = _refresh_metered(repo, inv, lines)
+    lines = lines_of(repo, iid)
+    prices = _refresh_metered(repo, inv, lines)
+    changes, per_line, pending = _settlement(repo, inv, lines, prices, customer, at)
+    credits.write_pending(repo, pending)
+    for ln in lines:
+        if per_line.get(ln["id"]):
+            repo.update(invoice_lines, ln["id"], {"credited": per_line[ln["id"]]})
+    n = repo.update(invoices, iid, changes, expect={"status": "draft"})
+    if n != 1:  # unreachable under the lock; refuse rather than write twice
+        raise ServiceError(
+            409, f"The invoice {iid} was finalized by another request.", code="lock_timeout"
+        )
+    return {**inv, **changes}
+
+
+def _settlement(
+    repo: Repo,
+    inv: Mapping[str, Any],
+    lines: Sequence[Mapping[str, Any]],
+    prices: Mapping[str, Mapping[str, Any]],
+    customer: Mapping[str, Any],
+    at: int,
+) -> tuple[dict[str, Any], dict[str, int], credits.Pending]:
+    """What finalizing the invoice at `at` changes, worked out and written nowhere: the
+    invoice's new fields, each line's credits, and the ledger entries to write (the ledger
+    settled to `at`, then one `credits_applied` per grant and line, in burn order)."""
     engine_lines = [
         credit_engine.Line(
             ln["id"],
@@ -339,20 +364,14 @@ def _finalize(
         )
         for ln in lines
     ]
-    written = credits.apply_to_invoice(repo, inv["customer"], iid, engine_lines, at, locked=True)
+    pending, applied = credits.application(repo, inv["customer"], inv["id"], engine_lines, at)
     per_line: dict[str, int] = {}
-    for e in written:
-        per_line[e["invoice_line_item"]] = per_line.get(e["invoice_line_item"], 0) + e["amount"]
+    for e in applied:
+        per_line[e.line] = per_line.get(e.line, 0) + e.amount  # type: ignore[index]
     totals = credit_engine.invoice_totals(
         engine_lines,
-        [
-            credit_engine.Application(e["credit_grant"], e["invoice_line_item"], e["amount"])
-            for e in written
-        ],
+        [credit_engine.Application(e.grant, e.line, e.amount) for e in applied],  # type: ignore[arg-type]
     )
-    for ln in lines:
-        if per_line.get(ln["id"]):
-            repo.update(invoice_lines, ln["id"], {"credited": per_line[ln["id"]]})
     paid = totals.amount_due == 0
     changes = {
         "status": "paid" if paid else "open",
@@ -369,12 +388,7 @@ def _finalize(
     if inv["collection_method"] == "send_invoice":
         days = _days_until_due(repo, inv)
         changes["due_date"] = at + days * 86_400
-    n = repo.update(invoices, iid, changes, expect={"status": "draft"})
-    if n != 1:  # unreachable under the lock; refuse rather than write twice
-        raise ServiceError(
-            409, f"The invoice {iid} was finalized by another request.", code="lock_timeout"
-        )
-    return {**inv, **changes}
+    return changes, per_line, pending
 
 
 def _days_until_due(repo: Repo, inv: Mapping[str, Any]) -> int:
@@ -464,7 +478,6 @@ __all__ = [
     "due_drafts",
     "finalize",
     "finalize_due",
-    "finalize_new",
     "find",
     "get",
     "lines_of",

@@ -237,7 +237,7 @@ def create(repo: Repo, s: SubscriptionInput) -> dict[str, Any]:
         "ended_at": None,
         "trial_start": now if trial_end else None,
         "trial_end": trial_end,
-        "latest_invoice": None,
+        "latest_invoice": new_id("in", 24),  # the first invoice, made below
         "description": s.description,
         "collection_method": s.collection_method,
         "days_until_due": s.days_until_due,
@@ -274,11 +274,10 @@ def create(repo: Repo, s: SubscriptionInput) -> dict[str, Any]:
         period=(now, now),
         lines=lines,
         at=now,
+        iid=row["latest_invoice"],
+        finalize_at=now,
     )
     assert inv is not None
-    invoices.finalize(repo, inv["id"], now)
-    repo.update(subscriptions, sid, {"latest_invoice": inv["id"]})
-    row["latest_invoice"] = inv["id"]
     return row
 
 
@@ -458,6 +457,7 @@ def renew(
         return None
     cust = customers_service.get(repo, row["customer"], param="customer")
     items = engine_items(repo, items_of(repo, sid))
+    late = finalize_by is not None and at + invoices.FINALIZE_AFTER <= finalize_by
     inv = invoices.create(
         repo,
         customer=cust,
@@ -468,13 +468,12 @@ def renew(
         at=at,
         draft_key=f"cycle:{sid}:{at}",
         iid=iid,
+        finalize_at=at + invoices.FINALIZE_AFTER if late else None,
     )
     if inv is None:  # unreachable: the claim above is this cycle's only way in
         raise ServiceError(
             409, f"The cycle of {sid} at {at} was invoiced twice.", code="lock_timeout"
         )
-    if finalize_by is not None and at + invoices.FINALIZE_AFTER <= finalize_by:
-        invoices.finalize_new(repo, inv, cust, at + invoices.FINALIZE_AFTER)
     return {**row, **changes}
 
 
