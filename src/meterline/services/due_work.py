@@ -3,13 +3,15 @@
 `advance_clock` moves a test clock and runs, for the subscriptions, invoices and customers on it,
 everything that fell due up to the new time in time order (`run_billing`: renewals and draft
 finalizations, each at its own time, each finalization first settling the ledger to its time),
-then settles the ledger at the new time. `bill_due` is the same for the wall clock, one
-transaction per step. `Jobs` runs in every `meterline serve` worker: each job name is held
+then settles the ledger at the new time. `bill_due` is the same for the wall clock, up to 50
+steps per transaction; on PostgreSQL on several connections at once, split by customer (one
+customer's steps stay in time order on one connection). `Jobs` runs in every `meterline serve` worker: each job name is held
 by one worker at a time (a database lock), so several workers never run one job twice, and a job
 works from the database's state, so whatever fell due while no worker ran is caught up.
 
 Always true: every job is idempotent (ledger entries are written under unique keys), so a job
-that runs again, or a request that settles first, changes nothing twice.
+that runs again, or a request that settles first, changes nothing twice; one customer's billing
+steps run one after another in time order, whatever the number of connections.
 May import: engine, store, clock, other services.
 """
 
