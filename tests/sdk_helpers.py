@@ -32,3 +32,21 @@ def as_dict(obj) -> dict:
     """The SDK hydrates *_decimal strings into Decimal; for_json=True gives back the strings that
     came over the wire (a number sent by the server would stay a number and fail the schema)."""
     return obj._to_dict_recursive(for_json=True)
+
+
+def advance(client: stripe.StripeClient, clock_id: str, frozen_time: int, timeout: float = 60):
+    """Advance a test clock as a Stripe integration does: ask, then poll until it is `ready`
+    (the advance runs in the background). Returns the ready clock."""
+    import time
+
+    started = client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": frozen_time})
+    assert started.status in ("advancing", "ready"), started
+    deadline = time.monotonic() + timeout
+    while True:
+        clock = client.v1.test_helpers.test_clocks.retrieve(clock_id)
+        if clock.status != "advancing":
+            assert clock.status == "ready", clock
+            assert clock.frozen_time == frozen_time, clock
+            return clock
+        assert time.monotonic() < deadline, f"{clock_id} still advancing after {timeout} s"
+        time.sleep(0.01)

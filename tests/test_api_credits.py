@@ -16,6 +16,7 @@ import pytest
 import stripe
 
 from openapi_check import assert_error, assert_matches
+from sdk_helpers import advance
 
 DAY = 86_400
 
@@ -178,13 +179,13 @@ def test_grants_on_a_test_clock_become_effective_and_expire_with_it(acct):
         "currency": "usd",
         "value": 0,
     }
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 2 * DAY})
+    advance(client, clock.id, frozen + 2 * DAY)
     txns = ledger(client, cus.id)
     assert [(t["credit"]["type"], t["effective_at"]) for t in txns] == [
         ("credits_granted", frozen + DAY)
     ]
     assert summary(client, cus.id)["balances"][0]["available_balance"]["monetary"]["value"] == 1000
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 4 * DAY})
+    advance(client, clock.id, frozen + 4 * DAY)
     txns = ledger(client, cus.id)
     assert sorted(((t["credit"] or t["debit"])["type"], t["effective_at"]) for t in txns) == [
         ("credits_expired", frozen + 3 * DAY),
@@ -330,7 +331,7 @@ def test_concurrent_readers_write_each_entry_once(acct):
             acct_id = conn.execute(
                 sa.text("SELECT account_id FROM customers WHERE id = :c"), {"c": cus.id}
             ).scalar_one()
-            test_clocks.advance(Repo(conn, Scope(acct_id, False)), clock.id, frozen + 2 * DAY)
+            test_clocks.move(Repo(conn, Scope(acct_id, False)), clock.id, frozen + 2 * DAY)
     finally:
         db.dispose()
 

@@ -11,6 +11,7 @@ import pytest
 import stripe
 
 from openapi_check import assert_error, assert_list_of, assert_matches
+from sdk_helpers import advance
 
 HOUR, DAY = 3600, 86_400
 
@@ -155,7 +156,7 @@ def test_trials_and_a_future_anchor(acct):
         }
     )
     assert sub2.trial_end == t0 + 5 * DAY and sub2.billing_cycle_anchor == anchor
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": t0 + 5 * DAY + 2 * HOUR})
+    advance(client, clock.id, t0 + 5 * DAY + 2 * HOUR)
     sub2 = client.v1.subscriptions.retrieve(sub2.id)
     assert sub2.status == "active"
     item = d(sub2)["items"]["data"][0]
@@ -201,7 +202,7 @@ def test_cancel_at_period_end_and_cancel_now(acct):
             "timestamp": t0 + 60,
         }
     )
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2026, 3, 1, 2)})
+    advance(client, clock.id, ts(2026, 3, 1, 2))
     ended = client.v1.subscriptions.retrieve(sub.id)
     assert (ended.status, ended.ended_at) == ("canceled", ts(2026, 3, 1))
     last = d(client.v1.invoices.retrieve(ended.latest_invoice))
@@ -233,7 +234,7 @@ def test_cancel_at_period_end_and_cancel_now(acct):
             "timestamp": ts(2026, 3, 1, 2) + 60,
         }
     )
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2026, 3, 1, 3)})
+    advance(client, clock.id, ts(2026, 3, 1, 3))
     gone = client.v1.subscriptions.cancel(
         sub2.id, {"invoice_now": True, "cancellation_details": {"feedback": "too_expensive"}}
     )
@@ -435,7 +436,7 @@ def test_deleting_the_customer_or_its_clock_ends_its_subscriptions(acct):
     t0 = ts(2026, 7, 1)
     clock, cus = on_clock(client, t0)
     sub = client.v1.subscriptions.create({"customer": cus.id, "items": [{"price": ids["monthly"]}]})
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": t0 + DAY})
+    advance(client, clock.id, t0 + DAY)
     client.v1.customers.delete(cus.id)
     gone = client.v1.subscriptions.retrieve(sub.id)
     assert (gone.status, gone.ended_at) == ("canceled", t0 + DAY)
@@ -503,7 +504,7 @@ def test_metered_lines_use_transform_tiers_decimals_and_bill_negatives_as_zero(a
                 "timestamp": t0 + 60,
             }
         )
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": ts(2026, 9, 1, 2)})
+    advance(client, clock.id, ts(2026, 9, 1, 2))
     inv = d(client.v1.invoices.list({"subscription": sub.id, "limit": 1}).data[0])
     got = [(ln["quantity_decimal"], ln["amount"]) for ln in inv["lines"]["data"]]
     # graduated: 100 x 10 + 900 x 2.5 + 500 + 234.5 x 1 = 3984.5 -> 3985 (half-up once)

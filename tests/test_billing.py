@@ -17,6 +17,7 @@ import pytest
 import stripe
 
 from openapi_check import assert_list_of, assert_matches
+from sdk_helpers import advance
 
 HOUR, DAY = 3600, 86_400
 
@@ -172,7 +173,7 @@ def test_two_periods_with_three_grants_to_the_cent(acct):
     # Period 1 usage: 80 tokens now, and 20 more reported during the draft's hour.
     usage(client, meter, cus.id, 50, t0 + 60)
     usage(client, meter, cus.id, 30, t0 + 120)
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": feb28 + HOUR // 2})
+    advance(client, clock.id, feb28 + HOUR // 2)
     drafts = invoice_of(client, sub.id, "draft")
     assert len(drafts) == 1
     draft = drafts[0]
@@ -184,7 +185,7 @@ def test_two_periods_with_three_grants_to_the_cent(acct):
     preview = d(client.v1.invoices.create_preview({"subscription": sub.id}))
     assert preview["period_start"] == feb28 and preview["period_end"] == mar31
     usage(client, meter, cus.id, 20, feb28 - HOUR)  # late, for the closed period: it counts
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": feb28 + 2 * HOUR})
+    advance(client, clock.id, feb28 + 2 * HOUR)
     second = d(client.v1.invoices.retrieve(draft["id"]))
     assert_matches(second, "invoice")
     lines = second["lines"]["data"]
@@ -214,7 +215,7 @@ def test_two_periods_with_three_grants_to_the_cent(acct):
     assert sub.latest_invoice == second["id"]
     # Period 2: 400 tokens = 1200. C becomes effective on day 40, B expires on day 45 with 200 left.
     usage(client, meter, cus.id, 400, feb28 + HOUR + 60)
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": mar31 + 2 * HOUR})
+    advance(client, clock.id, mar31 + 2 * HOUR)
     third = invoice_of(client, sub.id)[0]
     assert third["created"] == mar31
     assert [ln["amount"] for ln in third["lines"]["data"]] == [1200, 2000]
@@ -286,7 +287,7 @@ def test_two_finalizations_of_one_customer_never_spend_a_credit_twice(acct, db_k
     end = ts(2026, 4, 1)
     drafts = []
     for clock_id, cus_id, subs in setups:
-        client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": end + 60})
+        advance(client, clock_id, end + 60)
         ids = [invoice_of(client, s, "draft")[0]["id"] for s in subs]
         drafts.append((cus_id, ids))
     clients = [clone(client) for _ in range(2)]

@@ -12,6 +12,7 @@ import pytest
 import stripe
 
 from openapi_check import assert_deleted, assert_error, assert_matches
+from sdk_helpers import advance
 
 DAY = 86_400
 
@@ -33,10 +34,10 @@ def test_lifecycle(acct):
     assert got.frozen_time == frozen
     listed = client.v1.test_helpers.test_clocks.list({"limit": 100})
     assert clock.id in [c.id for c in listed.data]
-    moved = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + DAY})
+    moved = advance(client, clock.id, frozen + DAY)
     assert (moved.frozen_time, moved.status) == (frozen + DAY, "ready")
     with pytest.raises(stripe.InvalidRequestError) as ei:
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen})
+        advance(client, clock.id, frozen)
     assert ei.value.http_status == 400 and ei.value.param == "frozen_time"
     assert_error(ei.value.json_body, "invalid_request_error", param="frozen_time")
     assert client.v1.test_helpers.test_clocks.retrieve(clock.id).frozen_time == frozen + DAY
@@ -119,7 +120,7 @@ def test_meter_events_of_a_customer_on_a_clock_follow_its_time(acct):
         assert r.status_code == 200, r.text
         assert [x["bucket_value"] for x in r.json()["data"]] == [7]
     # The cancel window (24 hours from receipt) follows the clock too.
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 25 * 3600})
+    advance(client, clock.id, frozen + 25 * 3600)
     with pytest.raises(stripe.InvalidRequestError) as ei:
         client.v1.billing.meter_event_adjustments.create(
             {"event_name": name, "type": "cancel", "cancel": {"identifier": ev.identifier}}
@@ -139,7 +140,7 @@ def test_every_response_matches_the_schema_and_bad_input_changes_nothing(acct):
         client.v1.test_helpers.test_clocks.retrieve(clock.id)._to_dict_recursive(),
         "test_helpers.test_clock",
     )
-    advanced = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 60})
+    advanced = advance(client, clock.id, frozen + 60)
     assert_matches(advanced._to_dict_recursive(), "test_helpers.test_clock")
     listed = client.v1.test_helpers.test_clocks.list({"limit": 3})
     assert_list_of(listed._to_dict_recursive(), "test_helpers.test_clock")
@@ -161,9 +162,72 @@ def test_every_response_matches_the_schema_and_bad_input_changes_nothing(acct):
         assert ei.value.http_status == 400 and ei.value.param == param
         assert_error(ei.value.json_body, "invalid_request_error", param=param)
     with pytest.raises(stripe.InvalidRequestError) as ei:
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 30})
+        advance(client, clock.id, frozen + 30)
     assert "forward" in ei.value.user_message
     with pytest.raises(stripe.InvalidRequestError) as ei:
         client.v1.test_helpers.test_clocks.advance("clock_missing", {"frozen_time": frozen})
     assert ei.value.http_status == 404 and ei.value.param == "test_clock"
     assert clocks() == before
+
+
+def test_an_advance_runs_in_the_background_and_is_taken_over_after_a_crash(acct):
+    """The advance answers `advancing` with its target, as Stripe does, and the clock turns
+    `ready` at the target once what fell due has run. An advance left `advancing` with nobody
+    running it (its worker died) is finished by the background job; while a clock advances, it
+    cannot be advanced again."""
+    import sqlalchemy as sa
+
+    from meterline.services import due_work
+    from meterline.store.db import Database
+
+    server, _, client = acct
+    frozen = int(time.time()) - 10 * DAY
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": frozen})
+    started = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + DAY})
+    got = started._to_dict_recursive()
+    assert_matches(got, "test_helpers.test_clock")
+    assert got["status"] == "advancing" and got["frozen_time"] == frozen
+    assert got["status_details"] == {"advancing": {"target_frozen_time": frozen + DAY}}
+    for _ in range(6000):  # turns ready once the worker has run it
+        now = client.v1.test_helpers.test_clocks.retrieve(clock.id)
+        if now.status != "advancing":
+            break
+        time.sleep(0.01)
+    assert (now.status, now.frozen_time) == ("ready", frozen + DAY)
+    assert now._to_dict_recursive()["status_details"] == {}
+    advance(client, clock.id, frozen + 2 * DAY)
+
+    # A customer with a grant that becomes effective on the way: the crash case.
+    cus = client.v1.customers.create({"test_clock": clock.id})
+    client.v1.billing.credit_grants.create(
+        {
+            "customer": cus.id,
+            "amount": {"type": "monetary", "monetary": {"currency": "usd", "value": 70}},
+            "applicability_config": {"scope": {"price_type": "metered"}},
+            "effective_at": frozen + 3 * DAY,
+        }
+    )
+    db = Database(server.database_url)
+    try:
+        with db.write() as conn:  # what a request leaves when its worker dies before running it
+            conn.execute(
+                sa.text(
+                    "UPDATE test_clocks SET status = 'advancing', target_frozen_time = :t "
+                    "WHERE id = :c"
+                ),
+                {"t": frozen + 4 * DAY, "c": clock.id},
+            )
+        shown = client.v1.test_helpers.test_clocks.retrieve(clock.id)
+        assert shown.status == "advancing" and shown.frozen_time == frozen + 2 * DAY
+        with pytest.raises(stripe.InvalidRequestError) as ei:
+            client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 9 * DAY})
+        assert ei.value.http_status == 400 and ei.value.code == "test_clock_advancing"
+        assert_error(ei.value.json_body, "invalid_request_error", "test_clock_advancing")
+        assert due_work.run_advances(db, int(time.time())) == 1
+        assert due_work.run_advances(db, int(time.time())) == 0
+    finally:
+        db.dispose()
+    done = client.v1.test_helpers.test_clocks.retrieve(clock.id)
+    assert (done.status, done.frozen_time) == ("ready", frozen + 4 * DAY)
+    ledger = client.v1.billing.credit_balance_transactions.list({"customer": cus.id}).data
+    assert [(t.type, t.effective_at) for t in ledger] == [("credit", frozen + 3 * DAY)]

@@ -199,6 +199,7 @@ class MeterlineApp:
         # Seconds between runs of the background jobs in this worker (0: none).
         self.jobs_interval = jobs_interval
         self._jobs: due_work.Jobs | None = None
+        self._advancer: due_work.Advancer | None = None  # runs the test clock advances asked here
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -210,6 +211,8 @@ class MeterlineApp:
                     if self.rollup_interval > 0:
                         self._builder = rollups_service.Builder(self.db, self.rollup_interval)
                         self._builder.start()
+                    self._advancer = due_work.Advancer(self.db)
+                    self._advancer.start()
                     if self.jobs_interval > 0:
                         self._jobs = due_work.Jobs(self.db, self.jobs_interval)
                         self._jobs.start()
@@ -219,6 +222,8 @@ class MeterlineApp:
                         self._builder.stop()
                     if self._jobs is not None:
                         self._jobs.stop()
+                    if self._advancer is not None:
+                        self._advancer.stop()
                     self._writer.shutdown(wait=True)
                     self.db.dispose()
                     await send({"type": "lifespan.shutdown.complete"})

@@ -21,7 +21,11 @@ def render(row: Any) -> dict[str, Any]:
         "livemode": row["livemode"],
         "name": row["name"],
         "status": row["status"],
-        "status_details": {},
+        "status_details": (
+            {"advancing": {"target_frozen_time": row["target_frozen_time"]}}
+            if row["status"] == "advancing"
+            else {}
+        ),
     }
 
 

@@ -1,9 +1,11 @@
 """Work that falls due with time: test clock advances and the background jobs of a worker.
 
-`advance_clock` moves a test clock and runs, for the subscriptions, invoices and customers on it,
-everything that fell due up to the new time in time order (`run_billing`: renewals and draft
-finalizations, each at its own time, each finalization first settling the ledger to its time),
-then settles the ledger at the new time. `bill_due` is the same for the wall clock, up to 50
+`advance_clock` sets a test clock `advancing`; `finish_advance` (run by the `Advancer` thread of
+the worker that took the request, or by the jobs after a restart) moves it and runs, for the
+subscriptions, invoices and customers on it, everything that fell due up to the new time in time
+order (`run_billing`: renewals and draft finalizations, each at its own time, each finalization
+first settling the ledger to its time), settles the ledger at the new time and makes it `ready`,
+in one transaction. `bill_due` is the same for the wall clock, up to 50
 steps per transaction; on PostgreSQL on several connections at once, split by customer (one
 customer's steps stay in time order on one connection). `Jobs` runs in every `meterline serve` worker: each job name is held
 by one worker at a time (a database lock), so several workers never run one job twice, and a job
@@ -18,7 +20,9 @@ May import: engine, store, clock, other services.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +43,7 @@ from meterline.store.tables import (
 )
 from meterline.store.tables import invoices as invoices_t
 from meterline.store.tables import subscriptions as subscriptions_t
+from meterline.store.tables import test_clocks as test_clocks_t
 
 log = logging.getLogger("meterline.jobs")
 
@@ -70,7 +75,28 @@ def run_billing(repo: Repo, upto: int, test_clock: str | None) -> int:
 
 
 def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]:
-    row = test_clocks.advance(repo, clock_id, frozen_time)
+    """A test clock advance request: the clock turns `advancing`, and once this transaction
+    commits this process's `Advancer` runs it (`finish_advance`); a worker's jobs take over an
+    advance whose runner is gone. Without an Advancer in the process (the library used in
+    process, no server), the advance runs here, in this transaction, and returns `ready`."""
+    row = test_clocks.start_advance(repo, clock_id, frozen_time)
+    advancer = _ADVANCER
+    if advancer is None:
+        _run_advance(repo, clock_id, frozen_time)
+        repo.update(
+            test_clocks_t,
+            clock_id,
+            {"status": "ready", "target_frozen_time": None, "frozen_time": frozen_time},
+        )
+        return {**row, "status": "ready", "target_frozen_time": None, "frozen_time": frozen_time}
+    advancer.request(repo.scope, clock_id)
+    return row
+
+
+def _run_advance(repo: Repo, clock_id: str, frozen_time: int) -> None:
+    """Move the clock to `frozen_time` and run, in time order, what fell due on the way for its
+    subscriptions, invoices and customers; then settle its customers' ledgers there."""
+    test_clocks.move(repo, clock_id, frozen_time)
     run_billing(repo, frozen_time, clock_id)
     c = customers.c
     for (cid,) in repo.conn.execute(
@@ -82,7 +108,131 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
         )
     ):
         credits.settle(repo, cid, frozen_time)
-    return row
+
+
+CLAIM_SECONDS = 300  # how long a runner holds an advance; a lapsed claim is taken over
+
+
+def finish_advance(db: Database, scope: Scope, clock_id: str, now: int) -> str:
+    """Run an `advancing` clock's advance: claim it (unless another runner holds it), run what
+    fell due up to its target and make it `ready` there, all in one transaction; a failure
+    leaves it `internal_failure` (as on Stripe) with nothing of the advance written. Returns
+    "done", "failed", "claimed" (another runner holds it), or "none" (not advancing)."""
+    tc = test_clocks_t.c
+    own = [
+        tc.account_id == scope.account_id,
+        tc.livemode == scope.livemode,
+        tc.id == clock_id,
+        tc.status == "advancing",
+        tc.deleted.is_(False),
+    ]
+    until = now + CLAIM_SECONDS
+    with db.write() as conn:
+        state = conn.execute(sa.select(tc.claimed_until).where(*own)).first()
+        if state is None:
+            return "none"
+        if state[0] is not None and state[0] >= now:
+            return "claimed"
+        taken = conn.execute(
+            test_clocks_t.update()
+            .where(*own, sa.or_(tc.claimed_until.is_(None), tc.claimed_until < now))
+            .values(claimed_until=until)
+        ).rowcount
+    if not taken:
+        return "claimed"
+    try:
+        with db.write() as conn:
+            repo = Repo(conn, scope)
+            row = test_clocks.get(repo, clock_id)
+            _run_advance(repo, clock_id, row["target_frozen_time"])
+            done = repo.update(
+                test_clocks_t,
+                clock_id,
+                {"status": "ready", "target_frozen_time": None, "claimed_until": None},
+                expect={"status": "advancing", "claimed_until": until},
+            )
+            if done != 1:
+                raise _LostClaim()
+    except _LostClaim:
+        log.warning(
+            "test clock %s: the advance outlived its claim; another runner has it", clock_id
+        )
+        return "claimed"
+    except Exception:
+        log.exception("test clock %s: the advance failed; the clock is internal_failure", clock_id)
+        with db.write() as conn:
+            conn.execute(
+                test_clocks_t.update()
+                .where(*own, tc.claimed_until == until)
+                .values(status="internal_failure", claimed_until=None)
+            )
+        return "failed"
+    return "done"
+
+
+class _LostClaim(Exception):
+    pass
+
+
+def run_advances(db: Database, now: int) -> int:
+    """The job: finish every advance that no runner holds (its runner died, or none was
+    asked, e.g. after a restart). Returns the clocks made ready."""
+    tc = test_clocks_t.c
+    with db.read() as conn:
+        todo = conn.execute(
+            sa.select(tc.account_id, tc.livemode, tc.id).where(
+                tc.status == "advancing",
+                tc.deleted.is_(False),
+                sa.or_(tc.claimed_until.is_(None), tc.claimed_until < now),
+            )
+        ).all()
+    return sum(finish_advance(db, Scope(a, bool(lm)), cid, now) == "done" for a, lm, cid in todo)
+
+
+class Advancer:
+    """A thread in each server worker that runs the advances requested in this process as soon
+    as the request that asked commits (it retries the claim briefly: the request's transaction
+    may not have committed yet)."""
+
+    WAIT_FOR_COMMIT = 10.0  # seconds to wait for a requesting transaction to commit
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: queue.Queue[tuple[Scope, str] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="meterline-advance", daemon=True)
+
+    def start(self) -> None:
+        global _ADVANCER
+        _ADVANCER = self
+        self._thread.start()
+
+    def stop(self) -> None:
+        global _ADVANCER
+        if _ADVANCER is self:
+            _ADVANCER = None
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def request(self, scope: Scope, clock_id: str) -> None:
+        self._queue.put((scope, clock_id))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            scope, clock_id = item
+            deadline = time.monotonic() + self.WAIT_FOR_COMMIT
+            try:
+                while finish_advance(self.db, scope, clock_id, clock.now()) == "none":
+                    if time.monotonic() > deadline:
+                        break  # the request rolled back, or another runner finished it
+                    time.sleep(0.005)
+            except Exception:  # the jobs take over a claimed advance once its claim lapses
+                log.exception("test clock %s: the advance runner failed", clock_id)
+
+
+_ADVANCER: Advancer | None = None
 
 
 def bill_due(
@@ -285,6 +435,7 @@ def purge(db: Database, now: int) -> None:
 JOBS: dict[str, Callable[[Database, int], Any]] = {
     "billing": bill_due,
     "credits.settle": settle_due_grants,
+    "test_clocks.advance": run_advances,
     "purge": purge,
 }
 
@@ -321,4 +472,15 @@ class Jobs:
             self.run_once()
 
 
-__all__ = ["JOBS", "Jobs", "advance_clock", "bill_due", "purge", "run_billing", "settle_due_grants"]
+__all__ = [
+    "JOBS",
+    "Advancer",
+    "Jobs",
+    "advance_clock",
+    "bill_due",
+    "finish_advance",
+    "purge",
+    "run_advances",
+    "run_billing",
+    "settle_due_grants",
+]

@@ -1,5 +1,8 @@
 """Test clocks: create, retrieve, list, delete, advance; and the time of a customer.
 
+An advance is asynchronous, as on Stripe: `start_advance` makes the clock `advancing` and a
+worker (services.due_work) runs what falls due, in one transaction, and makes it `ready`.
+
 Always true: a clock only moves forward; a customer on a clock lives at the clock's
 `frozen_time` for every time rule (`customer_now`), whatever the wall clock says; a clock of one
 account is invisible to another (every read goes through `Repo`).
@@ -67,9 +70,19 @@ def delete(repo: Repo, cid: str) -> None:
     )
 
 
-def advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
-    """Move the clock forward to `frozen_time` (the caller runs what falls due on the way)."""
+def start_advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
+    """Set the clock `advancing` to `frozen_time`; a worker then runs what falls due on the way
+    and makes it `ready` there (services.due_work.finish_advance). Until then its customers
+    stay at the old time, and it cannot be advanced again."""
     row = get(repo, cid, param="test_clock")
+    if row["status"] == "advancing":
+        raise ServiceError(
+            400,
+            f"The test clock {cid} is still advancing to {row['target_frozen_time']}: wait until "
+            "its status is ready (retrieve it) before advancing it again.",
+            code="test_clock_advancing",
+            param="frozen_time",
+        )
     if frozen_time <= row["frozen_time"]:
         raise ServiceError(
             400,
@@ -78,10 +91,14 @@ def advance(repo: Repo, cid: str, frozen_time: int) -> dict[str, Any]:
             code="parameter_invalid",
             param="frozen_time",
         )
-    # The due work runs in this same transaction (services.due_work.advance_clock), so no other
-    # request ever sees the clock `advancing`: it is `ready` at its new time when this commits.
+    changes = {"status": "advancing", "target_frozen_time": frozen_time, "claimed_until": None}
+    repo.update(t, cid, changes)
+    return {**row, **changes}
+
+
+def move(repo: Repo, cid: str, frozen_time: int) -> None:
+    """Set the clock's time (the advance's worker, before it runs what fell due)."""
     repo.update(t, cid, {"frozen_time": frozen_time})
-    return {**row, "frozen_time": frozen_time, "status": "ready"}
 
 
 def customer_now(repo: Repo, customer: Mapping[str, Any], cache: dict | None = None) -> int:
@@ -105,4 +122,13 @@ def frozen_time(repo: Repo, clock_id: str) -> int | None:
     return row["frozen_time"] if row is not None else None
 
 
-__all__ = ["advance", "create", "customer_now", "delete", "frozen_time", "get", "list_"]
+__all__ = [
+    "create",
+    "customer_now",
+    "delete",
+    "frozen_time",
+    "get",
+    "list_",
+    "move",
+    "start_advance",
+]

@@ -247,6 +247,8 @@ meter_event_cancels = sa.Table(
 )
 
 # Test clocks: simulated time for the customers created on them. Deleting one marks it deleted.
+# While `advancing`, `target_frozen_time` is where it goes and `claimed_until` (wall clock) how
+# long the worker running the advance holds it.
 test_clocks = _owned(
     "test_clocks",
     sa.Column("name", sa.String(300)),
@@ -254,6 +256,9 @@ test_clocks = _owned(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("deletes_after", sa.BigInteger, nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("target_frozen_time", sa.BigInteger),
+    sa.Column("claimed_until", sa.BigInteger),
+    sa.Index("ix_test_clocks_advancing", "status"),
 )
 
 # Credit grants. `prices` is the JSON list of price ids of a price-scoped grant, or null for the
