@@ -89,7 +89,7 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
             {"status": "ready", "target_frozen_time": None, "frozen_time": frozen_time},
         )
         return {**row, "status": "ready", "target_frozen_time": None, "frozen_time": frozen_time}
-    advancer.request(repo.scope, clock_id)
+    advancer.request(repo.scope, clock_id, frozen_time)
     return row
 
 
@@ -127,12 +127,13 @@ def finish_advance(db: Database, scope: Scope, clock_id: str, now: int) -> str:
         tc.deleted.is_(False),
     ]
     until = now + CLAIM_SECONDS
-    with db.write() as conn:
+    with db.read() as conn:  # a look first, so that waiting for a commit takes no write lock
         state = conn.execute(sa.select(tc.claimed_until).where(*own)).first()
-        if state is None:
-            return "none"
-        if state[0] is not None and state[0] >= now:
-            return "claimed"
+    if state is None:
+        return "none"
+    if state[0] is not None and state[0] >= now:
+        return "claimed"
+    with db.write() as conn:
         taken = conn.execute(
             test_clocks_t.update()
             .where(*own, sa.or_(tc.claimed_until.is_(None), tc.claimed_until < now))
@@ -198,7 +199,7 @@ class Advancer:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: queue.Queue[tuple[Scope, str] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Scope, str, int] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="meterline-advance", daemon=True)
 
     def start(self) -> None:
@@ -213,20 +214,26 @@ class Advancer:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
-    def request(self, scope: Scope, clock_id: str) -> None:
-        self._queue.put((scope, clock_id))
+    def request(self, scope: Scope, clock_id: str, target: int) -> None:
+        self._queue.put((scope, clock_id, target))
+
+    def _settled(self, scope: Scope, clock_id: str, target: int) -> bool:
+        """Whether the clock is gone or past this advance (another runner finished it)."""
+        with self.db.read() as conn:
+            row = Repo(conn, scope).get(test_clocks_t, clock_id)
+        return row is None or row["deleted"] or row["frozen_time"] >= target
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            scope, clock_id = item
+            scope, clock_id, target = item
             deadline = time.monotonic() + self.WAIT_FOR_COMMIT
             try:
                 while finish_advance(self.db, scope, clock_id, clock.now()) == "none":
-                    if time.monotonic() > deadline:
-                        break  # the request rolled back, or another runner finished it
+                    if time.monotonic() > deadline or self._settled(scope, clock_id, target):
+                        break  # the request rolled back, or the advance is over already
                     time.sleep(0.005)
             except Exception:  # the jobs take over a claimed advance once its claim lapses
                 log.exception("test clock %s: the advance runner failed", clock_id)
