@@ -321,3 +321,38 @@ def test_too_long_string_is_refused(http):
     assert r.status_code == 400
     assert_error(r.json(), "invalid_request_error", param="phone")
     assert _count(http, email) == 0
+
+
+def test_list_by_created_range_and_test_clock(client, http):
+    """`created` as a value or a range (gt, gte, lt, lte), and `test_clock`, as on Stripe; a bad
+    range is refused naming the bracketed parameter."""
+    email = _email("range")
+    before = client.v1.customers.create({"email": _email("other")}).created
+    c = client.v1.customers.create({"email": email})
+    t = c.created
+    assert t >= before
+
+    def ids(**params):
+        got = _d(client.v1.customers.list({"email": email, "limit": 100, **params}))
+        assert_list_of(got, "customer", url="/v1/customers")
+        return [x["id"] for x in got["data"]]
+
+    assert ids(created=t) == [c.id]
+    assert ids(created=t + 1) == []
+    assert ids(created={"gte": t, "lte": t}) == [c.id]
+    assert ids(created={"gt": t}) == [] and ids(created={"lt": t}) == []
+    assert ids(created={"gt": t - 1, "lt": t + 1}) == [c.id]
+
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": t - 86_400})
+    on = client.v1.customers.create({"email": email, "test_clock": clock.id})
+    assert ids(test_clock=clock.id) == [on.id]
+    assert set(ids()) == {c.id, on.id}
+
+    for params, param in (
+        ({"created[gte]": "soon"}, "created[gte]"),
+        ({"created[since]": "1"}, "created[since]"),
+        ({"created": "-5"}, "created"),
+    ):
+        r = http.get("/v1/customers", params=params)
+        assert r.status_code == 400, r.text
+        assert_error(r.json(), "invalid_request_error", param=param)

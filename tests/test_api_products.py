@@ -227,3 +227,24 @@ def test_unknown_parameter(http):
     r = http.post("/v1/products", data={"name": name, "colour": "red"})
     assert r.status_code == 400
     assert_error(r.json(), "invalid_request_error", code="parameter_unknown", param="colour")
+
+
+def test_list_by_created_shippable_and_url(client):
+    tag = _tag()
+    a = client.v1.products.create(
+        {"name": f"A {tag}", "shippable": True, "url": f"https://x/{tag}"}
+    )
+    b = client.v1.products.create({"name": f"B {tag}", "shippable": False})
+    ids = [a.id, b.id]
+
+    def got(**params):
+        lst = _d(client.v1.products.list({"ids": ids, "limit": 100, **params}))
+        assert_list_of(lst, "product", url="/v1/products")
+        return {x["id"] for x in lst["data"]}
+
+    assert got(shippable=True) == {a.id} and got(shippable=False) == {b.id}
+    assert got(url=f"https://x/{tag}") == {a.id}
+    assert got(created={"gte": a.created}) == {a.id, b.id}
+    assert got(created={"gt": b.created}) == set()
+    assert got(created={"lt": a.created}) == set()
+    assert got(type="service") == {a.id, b.id} and got(type="good") == set()

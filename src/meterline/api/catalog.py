@@ -23,7 +23,7 @@ from meterline.engine.errors import RuleViolation
 from meterline.engine.money import check_currency
 from meterline.services import catalog as svc
 from meterline.wire.errors import invalid
-from meterline.wire.lists import envelope, read_page
+from meterline.wire.lists import envelope, read_created, read_page
 from meterline.wire.params import Params, merge_metadata
 
 TAX_BEHAVIORS = ("exclusive", "inclusive", "unspecified")
@@ -103,8 +103,21 @@ def list_products(call: Call) -> dict[str, Any]:
     page = read_page(p)
     active = p.bool("active")
     ids = p.str_list("ids", max_items=100)
+    created = read_created(p)
+    shippable = p.bool("shippable")
+    url = p.str("url", max_len=5000)
+    kind = p.enum("type", ("good", "service"))
     p.done()
-    rows, more = svc.list_products(call.repo, active=active, ids=ids, page=page)
+    rows, more = svc.list_products(
+        call.repo,
+        active=active,
+        ids=ids,
+        page=page,
+        created=created,
+        shippable=shippable,
+        url=url,
+        goods_only=kind == "good",
+    )
     return envelope(call.url, [render.product(r) for r in rows], more)
 
 

@@ -10,7 +10,7 @@ from meterline.api.routing import Router
 from meterline.services import ServiceError
 from meterline.services import customers as svc
 from meterline.wire.errors import invalid
-from meterline.wire.lists import envelope, read_page
+from meterline.wire.lists import envelope, read_created, read_page
 from meterline.wire.params import Params, merge_metadata
 
 _STRINGS = {"name": 256, "email": 512, "description": 5000, "phone": 20, "invoice_prefix": 12}
@@ -88,10 +88,14 @@ def list_(call: Call) -> dict[str, Any]:
     p = call.params
     page = read_page(p)
     email = p.str("email", max_len=512)
+    created = read_created(p)
+    test_clock = p.str("test_clock", max_len=255)
     p.done()
     rows, more = svc.list_(
         call.repo,
         email=email,
+        created=created,
+        test_clock=test_clock,
         limit=page.limit,
         starting_after=page.starting_after,
         ending_before=page.ending_before,

@@ -9,8 +9,9 @@ May import: engine, store, clock, ids.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from meterline.store.db import Database
 from meterline.store.repo import Repo, Scope
@@ -38,3 +39,16 @@ def unit(db: Database, scope: Scope, *, write: bool) -> Iterator[Repo]:
     """One transaction for one request: committed on success, rolled back on any exception."""
     with db.write() if write else db.read() as conn:
         yield Repo(conn, scope)
+
+
+def created_where(column: Any, ranges: Sequence[tuple[str, int]]) -> list[Any]:
+    """Conditions on a timestamp column for a list's range filter (`wire.lists.read_created`:
+    ("eq" | "gt" | "gte" | "lt" | "lte", seconds) pairs)."""
+    ops = {
+        "eq": lambda v: column == v,
+        "gt": lambda v: column > v,
+        "gte": lambda v: column >= v,
+        "lt": lambda v: column < v,
+        "lte": lambda v: column <= v,
+    }
+    return [ops[op](v) for op, v in ranges]

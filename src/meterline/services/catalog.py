@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
 from meterline import clock
 from meterline.engine.catalog import Names, PriceSpec, Recurring, Tier, check_price
 from meterline.ids import new_id
-from meterline.services import ServiceError, not_found
+from meterline.services import ServiceError, created_where, not_found
 from meterline.store.repo import Repo
 from meterline.store.tables import prices, products
 
@@ -102,9 +103,24 @@ def delete_product(repo: Repo, pid: str) -> None:
 
 
 def list_products(
-    repo: Repo, *, active: bool | None, ids: list[str] | None, page: Any
+    repo: Repo,
+    *,
+    active: bool | None,
+    ids: list[str] | None,
+    page: Any,
+    created: Sequence[tuple[str, int]] = (),
+    shippable: bool | None = None,
+    url: str | None = None,
+    goods_only: bool = False,
 ) -> tuple[list[RowMapping], bool]:
-    where: list[Any] = [products.c.deleted.is_(False)]
+    """`goods_only`: the list of `type=good`, empty (every product here is a service)."""
+    where: list[Any] = [products.c.deleted.is_(False), *created_where(products.c.created, created)]
+    if goods_only:
+        where.append(sa.false())
+    if shippable is not None:
+        where.append(products.c.shippable.is_(shippable))
+    if url is not None:
+        where.append(products.c.url == url)
     if active is not None:
         where.append(products.c.active.is_(active))
     if ids is not None:

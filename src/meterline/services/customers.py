@@ -3,13 +3,14 @@ its subscriptions end), list."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
 from meterline import clock
 from meterline.ids import new_id, random_upper
-from meterline.services import not_found, test_clocks
+from meterline.services import created_where, not_found, test_clocks
 from meterline.store.repo import Repo
 from meterline.store.tables import customers as t
 from meterline.store.tables import subscriptions
@@ -81,10 +82,14 @@ def list_(
     limit: int,
     starting_after: str | None,
     ending_before: str | None,
+    created: Sequence[tuple[str, int]] = (),
+    test_clock: str | None = None,
 ):
-    where = [t.c.deleted.is_(False)]
+    where = [t.c.deleted.is_(False), *created_where(t.c.created, created)]
     if email is not None:
         where.append(t.c.email == email)
+    if test_clock is not None:
+        where.append(t.c.test_clock == test_clock)
     return repo.page(
         t, where, limit=limit, starting_after=starting_after, ending_before=ending_before
     )

@@ -1,4 +1,5 @@
-"""List envelopes and cursor parameters (`limit`, `starting_after`, `ending_before`)."""
+"""List envelopes, cursor parameters (`limit`, `starting_after`, `ending_before`) and the
+`created` range filter."""
 
 from __future__ import annotations
 
@@ -27,3 +28,22 @@ def read_page(p: Params) -> Page:
 
 def envelope(url: str, data: list[Any], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+RANGE_OPS = ("gt", "gte", "lt", "lte")
+
+
+def read_created(p: Params, key: str = "created") -> tuple[tuple[str, int], ...]:
+    """Stripe's range filter on a timestamp: `created=T` (equal) or any of `created[gt]`,
+    `[gte]`, `[lt]`, `[lte]` (Unix seconds); () when absent. Each (op, value): op is "eq" or
+    one of RANGE_OPS."""
+    raw = p.raw(key)
+    if raw is None or raw == "":
+        p.read.add(key)
+        return ()
+    if not isinstance(raw, dict):
+        return (("eq", p.int(key, min=0)),)  # type: ignore[return-value]
+    r = p.obj(key)
+    assert r is not None
+    out = tuple((op, v) for op in RANGE_OPS if (v := r.int(op, min=0)) is not None)
+    return out
