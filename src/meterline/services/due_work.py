@@ -333,6 +333,20 @@ def bill_due(
                 f.result()
     finally:
         if pool is not None:
+            # Each lane thread closes its own connections before the pool ends: one task per
+            # thread, held at a barrier until every thread has one.
+            started = len(pool._threads)  # noqa: SLF001 - the threads the pool did start
+            if started:
+                barrier = threading.Barrier(started)
+
+                def release() -> None:
+                    try:
+                        barrier.wait(timeout=30)
+                    finally:
+                        db.close_thread()
+
+                for f in [pool.submit(release) for _ in range(started)]:
+                    f.result()
             pool.shutdown()
 
 

@@ -152,6 +152,13 @@ class Database:
             setattr(self._local, kind, conn)
         return conn
 
+    def close_thread(self) -> None:
+        """Close this thread's connections (for a thread that is about to end: a pool's
+        worker thread, whose thread-local connections would otherwise wait for the garbage
+        collector)."""
+        for kind in ("reader", "writer", "jobs"):
+            self._drop(kind)
+
     def _drop(self, kind: str) -> None:
         conn = getattr(self._local, kind, None)
         setattr(self._local, kind, None)
