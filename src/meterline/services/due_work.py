@@ -81,7 +81,7 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
     process, no server), the advance runs here, in this transaction, and returns `ready`."""
     row = test_clocks.start_advance(repo, clock_id, frozen_time)
     advancer = _ADVANCER
-    if advancer is None:
+    if advancer is None or advancer.db.engine is not repo.conn.engine:
         _run_advance(repo, clock_id, frozen_time)
         repo.update(
             test_clocks_t,
