@@ -102,9 +102,10 @@ def main() -> None:
     default=5.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="Seconds between runs of the background jobs (credit ledger entries falling due, "
-    "purging expired idempotency keys and sessions), in each worker; one worker runs a job at "
-    "a time (0: never).",
+    help="Seconds between runs of the background jobs (renewals and invoice finalizations, "
+    "credit ledger entries falling due, test clock advances whose worker stopped, purging "
+    "expired idempotency keys and sessions), in each worker; one worker runs a job at a time "
+    "(0: never).",
 )
 @click.option(
     "--log-level",
