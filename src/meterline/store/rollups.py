@@ -515,31 +515,32 @@ def raw_events(
 
 def pending_cancels(repo: Repo, customer: str, upto: int) -> list[tuple[str, int]]:
     """(meter, timestamp) of queued cancellations of the customer's already folded events."""
-    repo.flush()
-    ph = _ph(repo.conn)
-    cur = _cursor(repo.conn)
-    try:
-        cur.execute(
-            'SELECT meter, "timestamp" FROM meter_event_cancels WHERE account_id = '
-            f"{ph} AND livemode = {ph} AND customer = {ph} AND event_seq <= {ph}",
-            (repo.scope.account_id, repo.scope.livemode, customer, upto),
-        )
-        return [(m, ts) for m, ts in cur.fetchall()]
-    finally:
-        cur.close()
+    return [(m, ts) for _, m, ts in _queued_cancels(repo, upto, customer=customer)]
 
 
 def pending_cancels_all(repo: Repo, upto: int, limit: int) -> list[tuple[str, str, int]]:
     """(customer, meter, timestamp) of queued cancellations in the scope, at most `limit`."""
+    return _queued_cancels(repo, upto, limit=limit)
+
+
+def _queued_cancels(
+    repo: Repo, upto: int, *, customer: str | None = None, limit: int | None = None
+) -> list[tuple[str, str, int]]:
     repo.flush()
     ph = _ph(repo.conn)
+    sql = (
+        'SELECT customer, meter, "timestamp" FROM meter_event_cancels WHERE account_id = '
+        f"{ph} AND livemode = {ph} AND event_seq <= {ph}"
+    )
+    args: list[Any] = [repo.scope.account_id, repo.scope.livemode, upto]
+    if customer is not None:
+        sql += f" AND customer = {ph}"
+        args.append(customer)
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
     cur = _cursor(repo.conn)
     try:
-        cur.execute(
-            'SELECT customer, meter, "timestamp" FROM meter_event_cancels WHERE account_id = '
-            f"{ph} AND livemode = {ph} AND event_seq <= {ph} LIMIT {int(limit)}",
-            (repo.scope.account_id, repo.scope.livemode, upto),
-        )
+        cur.execute(sql, args)
         return [(c, m, ts) for c, m, ts in cur.fetchall()]
     finally:
         cur.close()
