@@ -583,6 +583,13 @@ class MeterlineApp:
                 savepoint = ItemSavepoints(conn) if savepoints else None
                 for i, job in enumerate(jobs):
                     repo = Repo(conn, job.scope)
+                    if savepoint is None:
+                        if job.route.defer_inserts:
+                            repo.defer_inserts = True
+                        else:
+                            # Held-back rows must be in the table before a request that may
+                            # read it by other means than `Repo`.
+                            self._flush_held(conn, grouped_rows=False)
                     mark = len(batch.rows)
                     if savepoint is not None:
                         savepoint.begin()
@@ -602,14 +609,7 @@ class MeterlineApp:
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
                 if not savepoints:
-                    try:
-                        flush_deferred(conn)
-                    except Exception as exc:
-                        if is_retryable(exc):
-                            raise _RetryBatch() from exc
-                        # A held-back insert failed, of a request not known: run the batch
-                        # again with a savepoint per request and nothing held back.
-                        raise _NeedsSavepoints(-1, exc) from exc
+                    self._flush_held(conn)
                 idem.store_many(conn, batch.rows)
         except (_NeedsSavepoints, _RetryBatch):
             raise
@@ -624,6 +624,17 @@ class MeterlineApp:
                 if not isinstance(results[i], StripeError) or results[i].status >= 500:
                     results[i] = api_error(job.rid)
         return results
+
+    @staticmethod
+    def _flush_held(conn: Any, *, grouped_rows: bool = True) -> None:
+        try:
+            flush_deferred(conn, grouped_rows=grouped_rows)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise _RetryBatch() from exc
+            # A held-back insert failed, of a request not known: run the batch again with a
+            # savepoint per request and nothing held back.
+            raise _NeedsSavepoints(-1, exc) from exc
 
     def _failed(self, job: Job, exc: Exception, batch: _Batch) -> Exception:
         err = to_stripe_error(exc)

@@ -30,6 +30,16 @@ def _json_in(v: Any) -> Any:
     return None if v is None else orjson.dumps(v).decode()
 
 
+def json_value(v: Any) -> Any:
+    """What orjson cannot write, as PostgreSQL's input reads it: exact decimals as their text,
+    bytes as bytea's hex."""
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(v).hex()
+    raise TypeError(f"cannot store {type(v).__name__} in a JSON row")
+
+
 def _bool_out(v: Any) -> Any:
     return None if v is None else bool(v)
 
@@ -49,7 +59,7 @@ def _dec_in_pg(v: Any) -> Any:
 class CompiledTable:
     def __init__(self, table: sa.Table, dialect: str, quote: Callable[[str], str]) -> None:
         self.table = table
-        self.columns = [c.name for c in table.columns]
+        self.columns = [str(c.name) for c in table.columns]  # plain str: JSON keys
         self.insert_columns = [c for c in self.columns if c != "seq"]
         ph = "?" if dialect == "sqlite" else "%s"
         self.ph = ph
@@ -66,6 +76,16 @@ class CompiledTable:
         )
         # Both dialects: skip a row that would break a unique key (its id in its scope).
         self.insert_ignore_sql = self.insert_sql + " ON CONFLICT DO NOTHING"
+        # PostgreSQL: any number of rows in one statement of fixed text (prepared once) with one
+        # parameter, the rows as a JSON array that the server reads into the table's row type
+        # (each value through its column type's input, as an insert's would be: a string too long
+        # for its column is refused, a decimal stays exact).
+        self.insert_rows_sql: str | None = None
+        if dialect == "postgresql":
+            self.insert_rows_sql = (
+                f"INSERT INTO {name} ({ins}) SELECT {ins} "
+                f"FROM json_populate_recordset(NULL::{name}, %s::json)"
+            )
         self.name = name
         self._get_by: dict[str, str] = {}
         self._update: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
@@ -112,6 +132,14 @@ class CompiledTable:
             v = values.get(c, default)
             out.append(v if enc is None or v is None else enc(v))
         return out
+
+    def insert_rows_param(self, rows: list[dict[str, Any]]) -> str:
+        """Rows (as given to `insert_params`, not encoded) as the parameter of `insert_rows_sql`."""
+        defaults = self.defaults
+        return orjson.dumps(
+            [{c: row.get(c, defaults.get(c)) for c in self.insert_columns} for row in rows],
+            default=json_value,
+        ).decode()
 
     def get_by_sql(self, column: str) -> str:
         """SELECT one row by a column that is unique in the scope (a unique index's last part)."""

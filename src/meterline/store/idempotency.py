@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from meterline.store.fast import POINT
+from meterline.store.fast import POINT, compiled
 from meterline.store.repo import Scope
 from meterline.store.tables import idempotency_keys as t
 
@@ -178,7 +178,19 @@ def store_many(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         return
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.executemany(_SQL[conn.dialect.name]["store"], rows)
+        if conn.dialect.name != "postgresql":
+            cur.executemany(_SQL["sqlite"]["store"], rows)
+        elif len(rows) == 1:
+            cur.execute(_SQL["postgresql"]["store"], rows[0], prepare=True)
+        else:
+            # One statement, one round trip (psycopg's executemany pipelines one per row).
+            ct = compiled(t, conn.dialect)
+            keys = _COLUMNS.split(", ")
+            cur.execute(
+                ct.insert_rows_sql,
+                (ct.insert_rows_param([dict(zip(keys, row, strict=True)) for row in rows]),),
+                prepare=True,
+            )
     finally:
         cur.close()
 
