@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ MAX_BATCH = 256  # write requests sharing one transaction
 BATCH_ATTEMPTS = 5
 IDEMPOTENCY_TTL = 24 * 3600
 MAX_CACHED_SESSIONS = 10_000  # meter event sessions a worker remembers (pruned of expired ones)
+# How long a worker trusts a secret key it has resolved: a key removed from the database stops
+# working in every worker within this time. Unknown keys are never remembered.
+KEY_CACHE_SECONDS = 30.0
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
 EXPANDABLE_LATER = {
@@ -188,7 +192,7 @@ class MeterlineApp:
         self.db = db
         self.router = router
         self.expanders = expanders
-        self._keys: dict[str, tuple[str, bool]] = {}
+        self._keys: dict[str, tuple[str, bool, float]] = {}  # key -> account, livemode, until
         self._sessions: dict[str, stream_service.Session] = {}
         self._pending: list[tuple[Job, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
@@ -322,9 +326,10 @@ class MeterlineApp:
         if route.auth == "meter_event_session":
             return self._session_scope(key)
         found = self._keys.get(key)
-        if found is None:
-            found = accounts_service.resolve_key(self.db, key)
-            if found is None:
+        if found is None or found[2] <= time.monotonic():
+            resolved = accounts_service.resolve_key(self.db, key)
+            if resolved is None:
+                self._keys.pop(key, None)
                 hint = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:4] + "****"
                 if key.startswith(stream_service.TOKEN_PREFIX):
                     raise StripeError(
@@ -335,6 +340,7 @@ class MeterlineApp:
                         headers=_CHALLENGE,
                     )
                 raise StripeError(401, f"Invalid API Key provided: {hint}", headers=_CHALLENGE)
+            found = (resolved[0], resolved[1], time.monotonic() + KEY_CACHE_SECONDS)
             self._keys[key] = found
         return Scope(found[0], found[1])
 
