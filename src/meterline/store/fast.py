@@ -3,17 +3,22 @@
 The request hot path (retrieve, create) spends most of its time in statement construction and
 result processing when it goes through SQLAlchemy's general machinery; these statements are
 built once per table and dialect, and rows are converted with the same types SQLAlchemy would
-give (bool, JSON, exact Decimal). Everything here is still scoped by `Repo`.
+give (bool, JSON, exact Decimal). On PostgreSQL a point get by id on a reader (autocommit)
+connection goes straight to libpq (`pg_get`): psycopg's cursor costs several times the
+statement's own client time. Everything here is still scoped by `Repo`.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 
 from meterline.store.types import DecimalText
 
@@ -96,6 +101,22 @@ class CompiledTable:
             for c in table.columns
             if c.default is not None and getattr(c.default, "is_scalar", False)
         }
+        # PostgreSQL, `pg_get`: the statements with $n placeholders and their names, and how to
+        # read each column's text (None: a column type it does not know, so it is not used).
+        self.pg_get: dict[bool, tuple[bytes, bytes]] = {}
+        for for_update in (False, True):
+            sql = self.get_for_update_sql if for_update else self.get_sql
+            parts = sql.split("%s")
+            numbered = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1))
+            name = f"meterline_get{'_for_update' if for_update else ''}_{table.name}"
+            self.pg_get[for_update] = (name.encode(), numbered.encode())
+        self.pg_text: list[tuple[str, Callable[[bytes], Any]]] | None = []
+        for c in table.columns:
+            reader = _pg_text_reader(c.type)
+            if reader is None:
+                self.pg_text = None
+                break
+            self.pg_text.append((str(c.name), reader))
         self.decoders: list[tuple[int, str, Callable[[Any], Any] | None]] = []
         self.encoders: dict[str, Callable[[Any], Any]] = {}
         for i, c in enumerate(table.columns):
@@ -171,6 +192,72 @@ class CompiledTable:
             )
             self._rows_by[key] = sql
         return sql
+
+
+def _pg_text_reader(t: Any) -> Callable[[bytes], Any] | None:
+    """How to read a column of this type from PostgreSQL's text output, as psycopg and the
+    decoders above would give it."""
+    if isinstance(t, DecimalText):
+        return lambda b: Decimal(b.decode())
+    if isinstance(t, sa.JSON):
+        return orjson.loads
+    if isinstance(t, sa.Boolean):
+        return lambda b: b == b"t"
+    if isinstance(t, (sa.Integer, sa.BigInteger)):
+        return int
+    if isinstance(t, (sa.String, sa.Text)) and not isinstance(t, sa.Enum):
+        return lambda b: b.decode()
+    return None
+
+
+_NOT_HERE = object()
+_prepared: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
+
+
+def pg_get(raw: Any, ct: CompiledTable, scope: Any, id: str, for_update: bool) -> Any:
+    """`Repo.get` on libpq, for a connection in autocommit (the readers): one prepared statement,
+    its text result read by the column types. Returns the row, None, or `pg_get.NOT_HERE` when
+    the connection is in no state for it (in a transaction, or not UTF-8): the caller then uses
+    the cursor. A failure raises psycopg's error for it, as the cursor would.
+
+    Only in autocommit: psycopg deallocates every prepared statement of a connection on some
+    commands (a rollback among them), ours too; outside a transaction, executing one that is
+    gone fails harmlessly, and it is prepared again."""
+    text = ct.pg_text
+    pgconn = raw.pgconn
+    if text is None or not raw.autocommit or pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return _NOT_HERE
+    made = _prepared.get(raw)
+    if made is None:
+        if raw.info.encoding != "utf-8":
+            return _NOT_HERE
+        made = _prepared[raw] = set()
+    name, sql = ct.pg_get[for_update]
+    params = [scope.account_id.encode(), b"t" if scope.livemode else b"f", id.encode()]
+    for _attempt in range(2):
+        if name not in made:
+            res = pgconn.prepare(name, sql)
+            if res.status != pq.ExecStatus.COMMAND_OK:
+                raise psycopg.errors.error_from_result(res, encoding="utf-8")
+            made.add(name)
+        res = pgconn.exec_prepared(name, params)
+        if res.status == pq.ExecStatus.TUPLES_OK:
+            break
+        error = psycopg.errors.error_from_result(res, encoding="utf-8")
+        if error.sqlstate != "26000" or _attempt:  # 26000: no such prepared statement
+            raise error
+        made.clear()
+    if res.ntuples == 0:
+        return None
+    get = res.get_value
+    out = {}
+    for i, (name_, read) in enumerate(text):
+        v = get(0, i)
+        out[name_] = None if v is None else read(v)
+    return out
+
+
+pg_get.NOT_HERE = _NOT_HERE  # type: ignore[attr-defined]
 
 
 # PostgreSQL connections prepare nothing on their own (the threshold in db.py is out of reach): a

@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from meterline.store.fast import POINT, compiled
+from meterline.store.fast import POINT, compiled, pg_get
 
 _DEFERRED = "meterline_deferred_inserts"
 _GROUPED = "meterline_grouped_rows"
@@ -147,6 +148,16 @@ class Repo:
     def get(self, table: sa.Table, id: str, *, for_update: bool = False) -> dict[str, Any] | None:
         ct = compiled(table, self.conn.dialect)
         self.flush(table)
+        if self.dialect == "postgresql":
+            raw = self.conn.connection.driver_connection
+            try:
+                row = pg_get(raw, ct, self.scope, id, for_update)
+            except psycopg.Error as exc:
+                if raw.pgconn.status != psycopg.pq.ConnStatus.OK:
+                    self.conn.invalidate(exc)  # a new connection on the next unit of work
+                raise
+            if row is not pg_get.NOT_HERE:  # type: ignore[attr-defined]
+                return row
         cur = self._cursor()
         try:
             cur.execute(
