@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import stripe
 
 from inprocess import fresh_app, serve
@@ -71,6 +72,22 @@ def test_missing_authorization_tells_how_to_authenticate(bare):
     assert "Bearer" in err["message"] and "Basic" in err["message"]
     err = envelope(bare.post("/v1/customers", data={"name": "x"}), 401)
     assert "Bearer" in err["message"]
+
+
+def test_a_key_removed_from_the_database_stops_working(db_kind, tmp_path, monkeypatch):
+    """A worker remembers the keys it resolved for a short time only (here: none)."""
+    monkeypatch.setattr("meterline.api.app.KEY_CACHE_SECONDS", 0.0)
+    app, key, drop = fresh_app(db_kind, tmp_path)
+    try:
+        with serve(app, key) as running, running.http() as c:
+            assert c.get("/v1/customers").status_code == 200
+            with app.db.write() as conn:
+                conn.execute(sa.text("DELETE FROM api_keys"))
+            envelope(c.get("/v1/customers"), 401)
+    finally:
+        app._writer.shutdown()
+        app.db.dispose()
+        drop()
 
 
 def test_unknown_key_is_refused_without_echoing_it(bare):

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ MAX_BATCH = 256  # write requests sharing one transaction
 BATCH_ATTEMPTS = 5
 IDEMPOTENCY_TTL = 24 * 3600
 MAX_CACHED_SESSIONS = 10_000  # meter event sessions a worker remembers (pruned of expired ones)
+# How long a worker trusts a secret key it has resolved: a key removed from the database stops
+# working in every worker within this time. Unknown keys are never remembered.
+KEY_CACHE_SECONDS = 30.0
 INCLUDABLE = {"tiers"}
 # Expandable in Stripe's schema, always null here until their resources exist.
 EXPANDABLE_LATER = {
@@ -188,7 +192,7 @@ class MeterlineApp:
         self.db = db
         self.router = router
         self.expanders = expanders
-        self._keys: dict[str, tuple[str, bool]] = {}
+        self._keys: dict[str, tuple[str, bool, float]] = {}  # key -> account, livemode, until
         self._sessions: dict[str, stream_service.Session] = {}
         self._pending: list[tuple[Job, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
@@ -327,9 +331,10 @@ class MeterlineApp:
         if route.auth == "meter_event_session":
             return self._session_scope(key)
         found = self._keys.get(key)
-        if found is None:
-            found = accounts_service.resolve_key(self.db, key)
-            if found is None:
+        if found is None or found[2] <= time.monotonic():
+            resolved = accounts_service.resolve_key(self.db, key)
+            if resolved is None:
+                self._keys.pop(key, None)
                 hint = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else key[:4] + "****"
                 if key.startswith(stream_service.TOKEN_PREFIX):
                     raise StripeError(
@@ -340,6 +345,7 @@ class MeterlineApp:
                         headers=_CHALLENGE,
                     )
                 raise StripeError(401, f"Invalid API Key provided: {hint}", headers=_CHALLENGE)
+            found = (resolved[0], resolved[1], time.monotonic() + KEY_CACHE_SECONDS)
             self._keys[key] = found
         return Scope(found[0], found[1])
 
@@ -588,6 +594,13 @@ class MeterlineApp:
                 savepoint = ItemSavepoints(conn) if savepoints else None
                 for i, job in enumerate(jobs):
                     repo = Repo(conn, job.scope)
+                    if savepoint is None:
+                        if job.route.defer_inserts:
+                            repo.defer_inserts = True
+                        else:
+                            # Held-back rows must be in the table before a request that may
+                            # read it by other means than `Repo`.
+                            self._flush_held(conn, grouped_rows=False)
                     mark = len(batch.rows)
                     if savepoint is not None:
                         savepoint.begin()
@@ -607,14 +620,7 @@ class MeterlineApp:
                         batch.forget_since(mark)
                         results[i] = self._failed(job, exc, batch)
                 if not savepoints:
-                    try:
-                        flush_deferred(conn)
-                    except Exception as exc:
-                        if is_retryable(exc):
-                            raise _RetryBatch() from exc
-                        # A held-back insert failed, of a request not known: run the batch
-                        # again with a savepoint per request and nothing held back.
-                        raise _NeedsSavepoints(-1, exc) from exc
+                    self._flush_held(conn)
                 idem.store_many(conn, batch.rows)
         except (_NeedsSavepoints, _RetryBatch):
             raise
@@ -629,6 +635,17 @@ class MeterlineApp:
                 if not isinstance(results[i], StripeError) or results[i].status >= 500:
                     results[i] = api_error(job.rid)
         return results
+
+    @staticmethod
+    def _flush_held(conn: Any, *, grouped_rows: bool = True) -> None:
+        try:
+            flush_deferred(conn, grouped_rows=grouped_rows)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise _RetryBatch() from exc
+            # A held-back insert failed, of a request not known: run the batch again with a
+            # savepoint per request and nothing held back.
+            raise _NeedsSavepoints(-1, exc) from exc
 
     def _failed(self, job: Job, exc: Exception, batch: _Batch) -> Exception:
         err = to_stripe_error(exc)

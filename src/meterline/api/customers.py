@@ -104,7 +104,7 @@ def list_(call: Call) -> dict[str, Any]:
 
 
 def register(router: Router) -> None:
-    router.add("POST", "/v1/customers", create)
+    router.add("POST", "/v1/customers", create, defer_inserts=True)
     router.add("GET", "/v1/customers", list_, list_of="customer")
     router.add("GET", "/v1/customers/{customer}", retrieve)
     router.add("POST", "/v1/customers/{customer}", update)

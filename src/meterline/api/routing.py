@@ -23,6 +23,7 @@ class Route:
     idempotent: bool = True
     prepare: Callable[[dict[str, Any]], Any] | None = None
     precheck: Callable[[Any, Any], Any] | None = None
+    defer_inserts: bool = False
 
 
 def compile_path(path: str) -> re.Pattern[str]:
@@ -49,6 +50,7 @@ class Router:
         idempotent: bool = True,
         prepare: Callable[[dict[str, Any]], Any] | None = None,
         precheck: Callable[[Any, Any], Any] | None = None,
+        defer_inserts: bool = False,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
         `list_of` names the object type a list route returns (for checking `expand[]`);
@@ -61,7 +63,10 @@ class Router:
         request's answer, and the handler does not run); `precheck(repo, prepared)` then does
         the reads it can there too (in a read unit, outside SQLite's write lock), and its
         result replaces `Call.prepared` (the handler must check that what it read still holds;
-        if it raises, the handler gets `prepare`'s result)."""
+        if it raises, the handler gets `prepare`'s result); `defer_inserts=True` lets a write
+        batch on PostgreSQL hold back the handler's `Repo.insert` rows and send those of
+        consecutive such requests in one statement (for handlers that read nothing they
+        inserted back, and that run no statement but through `Repo`)."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
@@ -76,6 +81,7 @@ class Router:
             idempotent,
             prepare,
             precheck,
+            defer_inserts,
         )
         if "{" in path:
             self.dynamic.append(route)

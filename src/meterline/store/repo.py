@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from meterline.store.fast import POINT, compiled
+from meterline.store.fast import POINT, compiled, pg_get
 
 _DEFERRED = "meterline_deferred_inserts"
 _GROUPED = "meterline_grouped_rows"
@@ -24,8 +25,10 @@ def defer_inserts(conn: Connection, on: bool) -> None:
     The rows of `Repo.add_unless_exists` (the meter events of stream requests) are sent as one
     insert-if-absent `executemany` per table and scope for the whole write batch: the group
     commit of the stream (see docs/architecture.md). On PostgreSQL the connection also gets a
-    list for held-back single-row statements, sent grouped with `executemany` (which psycopg
-    pipelines); nothing fills it today (`Repo.insert` executes at once)."""
+    list for the single-row inserts of a `Repo` whose `defer_inserts` is on (the caller's
+    promise that nothing of its request reads them back but through `Repo`): consecutive rows
+    of one table go in one statement (`CompiledTable.insert_rows_sql`), so the creates of a
+    write batch cost one round trip together."""
     conn.info[_DEFERRED] = [] if on and conn.dialect.name == "postgresql" else None
     conn.info[_GROUPED] = {} if on else None
 
@@ -44,11 +47,14 @@ def deferred_inserts(conn: Connection, on: bool = True) -> Iterator[None]:
         defer_inserts(conn, False)
 
 
-def flush_deferred(conn: Connection, table: sa.Table | None = None) -> None:
+def flush_deferred(
+    conn: Connection, table: sa.Table | None = None, *, grouped_rows: bool = True
+) -> None:
     """Send what is held back; with `table`, only the grouped rows of that table (a statement
-    on another table cannot see them)."""
+    on another table cannot see them); with `grouped_rows=False`, only the single-row inserts
+    (the grouped rows wait for the end of the batch)."""
     pending = conn.info.get(_DEFERRED)
-    grouped = conn.info.get(_GROUPED)
+    grouped = conn.info.get(_GROUPED) if grouped_rows else None
     if grouped:
         grouped = {k: rows for k, rows in grouped.items() if table is None or k[0] is table}
     if not pending and not grouped:
@@ -59,11 +65,15 @@ def flush_deferred(conn: Connection, table: sa.Table | None = None) -> None:
             conn.info[_DEFERRED] = []
             i = 0
             while i < len(pending):
-                sql = pending[i][0]
+                ct = pending[i][0]
                 j = i
-                while j < len(pending) and pending[j][0] == sql:
+                while j < len(pending) and pending[j][0] is ct:
                     j += 1
-                cur.executemany(sql, [params for _, params in pending[i:j]])
+                if j - i == 1:
+                    cur.execute(ct.insert_sql, ct.insert_params(pending[i][1]), prepare=True)
+                else:
+                    rows = [row for _, row in pending[i:j]]
+                    cur.execute(ct.insert_rows_sql, (ct.insert_rows_param(rows),), prepare=True)
                 i = j
         if grouped:
             held = conn.info[_GROUPED]
@@ -101,6 +111,9 @@ class Repo:
         self.scope = scope
         self.dialect = conn.dialect.name
         self.wrote = False  # set by every write: a failure after a write needs a rollback
+        # Inside `deferred_inserts` on PostgreSQL, `insert` holds its row back (see
+        # `defer_inserts`): only for requests that read nothing back but through this `Repo`.
+        self.defer_inserts = False
         self.ingest_locked = False  # PostgreSQL: holds the ingest lock (store.rollups)
         # Rows that cannot change during this unit of work, by (table, id), when a caller that
         # owns the whole transaction turns it on (the billing run: prices, products, meters;
@@ -136,6 +149,16 @@ class Repo:
     def get(self, table: sa.Table, id: str, *, for_update: bool = False) -> dict[str, Any] | None:
         ct = compiled(table, self.conn.dialect)
         self.flush(table)
+        if self.dialect == "postgresql":
+            raw = self.conn.connection.driver_connection
+            try:
+                row = pg_get(raw, ct, self.scope, id, for_update)
+            except psycopg.Error as exc:
+                if raw.pgconn.status != psycopg.pq.ConnStatus.OK:
+                    self.conn.invalidate(exc)  # a new connection on the next unit of work
+                raise
+            if row is not pg_get.NOT_HERE:  # type: ignore[attr-defined]
+                return row
         cur = self._cursor()
         try:
             cur.execute(
@@ -183,6 +206,11 @@ class Repo:
             "account_id": self.scope.account_id,
             "livemode": self.scope.livemode,
         }
+        if self.defer_inserts:
+            pending = self.conn.info.get(_DEFERRED)
+            if pending is not None:
+                pending.append((ct, row))
+                return row
         cur = self._cursor()
         try:
             cur.execute(ct.insert_sql, ct.insert_params(row), **POINT[self.dialect])
