@@ -209,21 +209,36 @@ def test_an_advance_runs_in_the_background_and_is_taken_over_after_a_crash(acct)
     )
     db = Database(server.database_url)
     try:
-        with db.write() as conn:  # what a request leaves when its worker dies before running it
+        with db.write() as conn:  # a worker is running it (its claim holds for 5 minutes)
             conn.execute(
                 sa.text(
-                    "UPDATE test_clocks SET status = 'advancing', target_frozen_time = :t "
-                    "WHERE id = :c"
+                    "UPDATE test_clocks SET status = 'advancing', target_frozen_time = :t, "
+                    "claimed_until = :u WHERE id = :c"
                 ),
-                {"t": frozen + 4 * DAY, "c": clock.id},
+                {"t": frozen + 4 * DAY, "u": int(time.time()) + 300, "c": clock.id},
             )
         shown = client.v1.test_helpers.test_clocks.retrieve(clock.id)
         assert shown.status == "advancing" and shown.frozen_time == frozen + 2 * DAY
+        assert shown._to_dict_recursive()["status_details"] == {
+            "advancing": {"target_frozen_time": frozen + 4 * DAY}
+        }
         with pytest.raises(stripe.InvalidRequestError) as ei:
             client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": frozen + 9 * DAY})
         assert ei.value.http_status == 400 and ei.value.code == "test_clock_advancing"
         assert_error(ei.value.json_body, "invalid_request_error", "test_clock_advancing")
-        assert due_work.run_advances(db, int(time.time())) == 1
+        assert due_work.run_advances(db, int(time.time())) == 0  # held by its runner: left
+        assert client.v1.test_helpers.test_clocks.retrieve(clock.id).status == "advancing"
+        with db.write() as conn:  # ... whose worker died: the claim lapses
+            conn.execute(
+                sa.text("UPDATE test_clocks SET claimed_until = :u WHERE id = :c"),
+                {"u": int(time.time()) - 1, "c": clock.id},
+            )
+        # The jobs take it over: the server's own (every 5 s) or this call, whichever is first.
+        assert due_work.run_advances(db, int(time.time())) in (0, 1)
+        for _ in range(3000):
+            if client.v1.test_helpers.test_clocks.retrieve(clock.id).status != "advancing":
+                break
+            time.sleep(0.01)
         assert due_work.run_advances(db, int(time.time())) == 0
     finally:
         db.dispose()
