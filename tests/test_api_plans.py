@@ -620,6 +620,8 @@ def test_list(client, create, product):
     assert plan_ids(client, product=product) == [b.id, a.id]
     assert plan_ids(client, product=product, active=True) == [b.id]
     assert plan_ids(client, product=product, active=False) == [a.id]
+    assert plan_ids(client, product=product, created={"gt": b.created}) == []
+    assert plan_ids(client, product=product, created={"lte": b.created}) == [b.id, a.id]
     page = client.v1.plans.list({"product": product, "limit": 1})
     assert [x.id for x in page.data] == [b.id] and page.has_more is True
     assert_list_of(as_dict(client.v1.plans.list()), "plan", url="/v1/plans")

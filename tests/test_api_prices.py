@@ -692,6 +692,15 @@ def test_list_filters(client, create, product):
         one.id,
     ]  # newest first
     assert ids_of(client, product=product, type="one_time") == [one.id]
+    t = one.created
+    assert ids_of(client, product=product, created={"lt": t}) == []
+    assert set(ids_of(client, product=product, created={"gte": t})) == {
+        one.id,
+        eur.id,
+        yearly.id,
+        metered.id,
+    }
+    assert ids_of(client, product=product, created=metered.created)[0] == metered.id
     assert ids_of(client, product=product, type="recurring") == [metered.id, yearly.id, eur.id]
     assert ids_of(client, product=product, active=False) == [yearly.id]
     assert ids_of(client, product=product, active=True) == [metered.id, eur.id, one.id]

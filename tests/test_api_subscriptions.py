@@ -130,6 +130,17 @@ def test_create_retrieve_list_and_the_first_invoice(acct):
         for s in client.v1.subscriptions.list({"price": ids["metered"], "customer": cus.id}).data
     ] == [sub.id]
     assert client.v1.subscriptions.list({"customer": cus.id, "status": "trialing"}).data == []
+    # created: a value or a range, on subscriptions and on invoices
+    t = sub.created
+    by = client.v1.subscriptions.list
+    assert [s.id for s in by({"customer": cus.id, "created": t}).data] == [sub.id]
+    assert by({"customer": cus.id, "created": {"gt": t}}).data == []
+    assert [s.id for s in by({"customer": cus.id, "created": {"gte": t, "lt": t + 1}}).data] == [
+        sub.id
+    ]
+    first = client.v1.invoices.list({"subscription": sub.id, "created": {"lte": t}}).data
+    assert [i.id for i in first] == [sub.latest_invoice]
+    assert client.v1.invoices.list({"subscription": sub.id, "created": {"lt": t}}).data == []
 
 
 def test_trials_and_a_future_anchor(acct):

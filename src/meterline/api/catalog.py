@@ -276,6 +276,7 @@ def list_prices(call: Call) -> dict[str, Any]:
         "product": p.str("product"),
         "type": p.enum("type", ("one_time", "recurring")),
         "lookup_keys": p.str_list("lookup_keys", max_items=10),
+        "created": read_created(p),
     }
     r = p.obj("recurring")
     if r is not None:
@@ -370,7 +371,11 @@ def delete_plan(call: Call) -> dict[str, Any]:
 def list_plans(call: Call) -> dict[str, Any]:
     p = call.params
     page = read_page(p)
-    filters = {"active": p.bool("active"), "product": p.str("product")}
+    filters = {
+        "active": p.bool("active"),
+        "product": p.str("product"),
+        "created": read_created(p),
+    }
     p.done()
     rows, more = svc.list_prices(call.repo, filters=filters, page=page, plans_only=True)
     return envelope(call.url, [render.plan(x) for x in rows], more)

@@ -13,7 +13,7 @@ from meterline.services import ServiceError
 from meterline.services import catalog as catalog_service
 from meterline.services import invoices as svc
 from meterline.services import subscriptions as subscriptions_service
-from meterline.wire.lists import envelope, read_page
+from meterline.wire.lists import envelope, read_created, read_page
 from meterline.wire.params import merge_metadata
 
 EMBEDDED_LINES = 10
@@ -251,12 +251,14 @@ def list_(call: Call) -> dict[str, Any]:
     customer = p.str("customer", max_len=255)
     subscription = p.str("subscription", max_len=255)
     status = p.enum("status", svc.STATUSES)
+    created = read_created(p)
     p.done()
     rows, more = svc.list_(
         call.repo,
         customer=customer,
         subscription=subscription,
         status=status,
+        created=created,
         limit=page.limit,
         starting_after=page.starting_after,
         ending_before=page.ending_before,

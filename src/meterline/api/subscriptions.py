@@ -11,7 +11,7 @@ from meterline.api.routing import Router
 from meterline.services import catalog as catalog_service
 from meterline.services import subscriptions as svc
 from meterline.wire.errors import invalid
-from meterline.wire.lists import envelope, read_page
+from meterline.wire.lists import envelope, read_created, read_page
 from meterline.wire.params import Params, merge_metadata
 
 MAX_TS = 253_402_300_799
@@ -279,6 +279,7 @@ def list_(call: Call) -> dict[str, Any]:
     status = p.enum("status", (*svc.STATUSES, "all", "ended"))
     price = p.str("price", max_len=255)
     test_clock = p.str("test_clock", max_len=255)
+    created = read_created(p)
     p.done()
     rows, more = svc.list_(
         call.repo,
@@ -286,6 +287,7 @@ def list_(call: Call) -> dict[str, Any]:
         status=status,
         price=price,
         test_clock=test_clock,
+        created=created,
         limit=page.limit,
         starting_after=page.starting_after,
         ending_before=page.ending_before,

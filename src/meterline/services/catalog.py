@@ -330,7 +330,7 @@ def list_prices(
     repo: Repo, *, filters: dict[str, Any], page: Any, plans_only: bool = False
 ) -> tuple[list[RowMapping], bool]:
     c = prices.c
-    where: list[Any] = [c.deleted.is_(False)]
+    where: list[Any] = [c.deleted.is_(False), *created_where(c.created, filters.get("created", ()))]
     if plans_only:
         where.append(c.type == "recurring")
     for key, column in (("active", c.active),):

@@ -27,7 +27,7 @@ from meterline.engine import credits as credit_engine
 from meterline.engine.invoices import LineDraft
 from meterline.engine.pricing import billed_quantity, line_amount
 from meterline.ids import new_id
-from meterline.services import ServiceError, credits, not_found, test_clocks, usage
+from meterline.services import ServiceError, created_where, credits, not_found, test_clocks, usage
 from meterline.services import catalog as catalog_service
 from meterline.services import customers as customers_service
 from meterline.store.repo import Repo
@@ -101,10 +101,11 @@ def list_(
     customer: str | None,
     subscription: str | None,
     status: str | None,
+    created: Sequence[tuple[str, int]] = (),
     **page: Any,
 ):
     c = invoices.c
-    where = []
+    where = created_where(c.created, created)
     if customer is not None:
         where.append(c.customer == customer)
     if subscription is not None:

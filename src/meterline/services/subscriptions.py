@@ -25,7 +25,14 @@ from meterline.engine import credits as credit_engine
 from meterline.engine import invoices as engine
 from meterline.engine.periods import boundary
 from meterline.ids import new_id
-from meterline.services import ServiceError, credits, invoices, not_found, test_clocks
+from meterline.services import (
+    ServiceError,
+    created_where,
+    credits,
+    invoices,
+    not_found,
+    test_clocks,
+)
 from meterline.services import catalog as catalog_service
 from meterline.services import customers as customers_service
 from meterline.store.repo import Repo
@@ -288,12 +295,13 @@ def list_(
     status: str | None,
     price: str | None,
     test_clock: str | None,
+    created: Sequence[tuple[str, int]] = (),
     **page: Any,
 ):
     """Stripe's default leaves canceled subscriptions out; `status=all` includes them and
     `status=ended` lists only them."""
     c = subscriptions.c
-    where: list[Any] = []
+    where: list[Any] = created_where(c.created, created)
     if customer is not None:
         where.append(c.customer == customer)
     if test_clock is not None:
