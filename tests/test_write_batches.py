@@ -142,3 +142,38 @@ def test_a_held_back_insert_that_fails_leaves_the_others(app_and_scope, monkeypa
     assert getattr(results[1], "status", None) == 500
     names = _names(app, scope)
     assert "drawn-a" in names and "drawn-b" not in names
+
+
+def test_a_meter_changed_inside_a_batch_is_seen_by_the_batch_s_later_events(app_and_scope):
+    """Meters are looked up once per write transaction (every event of a batch needs its
+    meter); a meter deactivated by an earlier request of the same batch refuses the later
+    events, and one reactivated lets them in, also when a request that fails after writing
+    makes the batch run again with a savepoint per request."""
+    import secrets
+
+    app, scope = app_and_scope
+    name = f"tok_{secrets.token_hex(4)}"
+    meter_body = f"display_name=t&event_name={name}&default_aggregation[formula]=sum".encode()
+    (meter,) = app._write_batch([_job(app, scope, "/v1/billing/meters", meter_body)])
+    mid = orjson.loads(meter[1])["id"]
+    (cus,) = app._write_batch([_job(app, scope, "/v1/customers", b"name=m")])
+    cid = orjson.loads(cus[1])["id"]
+
+    def event(ident: str):
+        body = f"event_name={name}&identifier={ident}&payload[stripe_customer_id]={cid}"
+        return _job(app, scope, "/v1/billing/meter_events", body.encode() + b"&payload[value]=1")
+
+    deactivate = _job(app, scope, f"/v1/billing/meters/{mid}/deactivate", b"")
+    tag = secrets.token_hex(4)
+    results = app._write_batch([event(f"a{tag}"), deactivate, event(f"b{tag}")])
+    assert not isinstance(results[0], Exception) and not isinstance(results[1], Exception)
+    assert isinstance(results[2], StripeError) and results[2].code == "archived_meter"
+
+    # The last request fails after writing: the batch runs again, one savepoint each.
+    reactivate = _job(app, scope, f"/v1/billing/meters/{mid}/reactivate", b"")
+    boom = _job(app, scope, "/v1/test_write_then_boom", b"name=x")
+    results = app._write_batch([event(f"c{tag}"), reactivate, event(f"d{tag}"), boom])
+    assert isinstance(results[0], StripeError) and results[0].code == "archived_meter"
+    assert not isinstance(results[1], Exception)
+    assert not isinstance(results[2], Exception)  # active again after the reactivation
+    assert isinstance(results[3], Exception)

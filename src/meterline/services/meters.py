@@ -1,4 +1,9 @@
-"""Billing meters: create, retrieve, update (display_name), list, deactivate, reactivate."""
+"""Billing meters: create, retrieve, update (display_name), list, deactivate, reactivate.
+
+Meters found by event name are remembered for the rest of a write transaction (every meter
+event of a write batch looks its meter up; most name the same one); any meter write in the
+transaction forgets them, and so does a savepoint that rolls back (`store.db.ItemSavepoints`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,15 @@ from meterline.services import ServiceError, not_found
 from meterline.store.repo import Repo
 from meterline.store.tables import meters as t
 
+BY_NAME = "meterline_meters_by_name"  # conn.info: (transaction, {(scope, name): row})
+
+
+def _forget(repo: Repo) -> None:
+    repo.conn.info.pop(BY_NAME, None)
+
 
 def create(repo: Repo, values: dict[str, Any]) -> dict[str, Any]:
+    _forget(repo)
     repo.lock("meters.event_name", values["event_name"])
     holder = repo.first(t, t.c.event_name == values["event_name"])
     if holder is not None:
@@ -42,10 +54,21 @@ def get(repo: Repo, mid: str, *, param: str = "id") -> dict[str, Any]:
 
 
 def by_event_name(repo: Repo, event_name: str) -> dict[str, Any] | None:
-    return repo.get_by(t, "event_name", event_name)
+    txn = repo.conn.get_transaction()
+    if txn is None:  # a read outside a write transaction: nothing to share
+        return repo.get_by(t, "event_name", event_name)
+    held = repo.conn.info.get(BY_NAME)
+    if held is None or held[0] is not txn:
+        held = (txn, {})
+        repo.conn.info[BY_NAME] = held
+    key = (repo.scope.account_id, repo.scope.livemode, event_name)
+    if key not in held[1]:
+        held[1][key] = repo.get_by(t, "event_name", event_name)
+    return held[1][key]
 
 
 def update(repo: Repo, mid: str, display_name: str | None) -> dict[str, Any]:
+    _forget(repo)
     get(repo, mid)
     if display_name is not None:
         repo.update(t, mid, {"display_name": display_name, "updated": clock.now()})
@@ -63,6 +86,7 @@ def set_status(repo: Repo, mid: str, active: bool) -> dict[str, Any]:
             param="id",
         )
     now = clock.now()
+    _forget(repo)
     repo.update(t, mid, {"status": want, "deactivated_at": None if active else now, "updated": now})
     return get(repo, mid)
 

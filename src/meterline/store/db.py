@@ -315,6 +315,7 @@ class ItemSavepoints:
     COMMIT releases the last."""
 
     def __init__(self, conn: Connection) -> None:
+        self.conn = conn
         self.raw = conn.connection.driver_connection  # type: ignore[union-attr]
         self.postgresql = conn.dialect.name == "postgresql"
         self._open = False
@@ -332,6 +333,10 @@ class ItemSavepoints:
             self._open = False
 
     def failed(self) -> None:
+        # Locks taken inside the savepoint go with it: whatever this transaction remembers
+        # holding (store.rollups.hold_ingest_lock) must be taken again.
+        self.conn.info.pop("meterline_ingest_lock_txn", None)
+        self.conn.info.pop("meterline_meters_by_name", None)  # services.meters.BY_NAME
         if self.postgresql:
             self.raw.execute("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item")
         else:

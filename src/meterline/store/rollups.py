@@ -64,12 +64,22 @@ def _ph(conn: Connection) -> str:
 # --- ingest side -------------------------------------------------------------------------------
 
 
+INGEST_HELD = "meterline_ingest_lock_txn"  # conn.info: the transaction that holds the lock
+
+
 def hold_ingest_lock(conn: Connection) -> None:
     """PostgreSQL: take the ingest lock (shared) until the transaction ends. Call it before the
     transaction's first meter event insert (an insert in a savepoint that is rolled back takes
-    the lock with it, which is fine: its event goes too)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%(k)s)", {"k": INGEST_LOCK})
+    the lock with it, which is fine: its event goes too). Taken once per transaction: the
+    requests of a write batch share it (`store.db.ItemSavepoints` forgets it when a savepoint
+    rolls back, since the rollback may have released it)."""
+    if conn.dialect.name != "postgresql":
+        return
+    txn = conn.get_transaction()
+    if txn is not None and conn.info.get(INGEST_HELD) is txn:
+        return
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%(k)s)", {"k": INGEST_LOCK})
+    conn.info[INGEST_HELD] = txn
 
 
 def safe_upto(db: Database) -> int:
