@@ -12,10 +12,12 @@ from typing import Any
 from meterline import clock
 from meterline.ids import new_id
 from meterline.services import ServiceError, not_found
+from meterline.store.db import TRANSACTION_MEMOS
 from meterline.store.repo import Repo
 from meterline.store.tables import meters as t
 
 BY_NAME = "meterline_meters_by_name"  # conn.info: (transaction, {(scope, name): row})
+TRANSACTION_MEMOS.add(BY_NAME)
 
 
 def _forget(repo: Repo) -> None:

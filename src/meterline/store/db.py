@@ -309,6 +309,12 @@ def is_retryable(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
+# Keys of `Connection.info` under which code remembers something for the rest of a write
+# transaction (a lock it holds, rows it read); a savepoint that rolls back forgets them all, since
+# the rollback may have undone what they remember. Modules add their keys at import.
+TRANSACTION_MEMOS: set[str] = set()
+
+
 class ItemSavepoints:
     """One savepoint per item of a batch transaction, with the fewest round trips each dialect
     allows: on PostgreSQL the release of one item travels with the savepoint of the next, and
@@ -333,10 +339,8 @@ class ItemSavepoints:
             self._open = False
 
     def failed(self) -> None:
-        # Locks taken inside the savepoint go with it: whatever this transaction remembers
-        # holding (store.rollups.hold_ingest_lock) must be taken again.
-        self.conn.info.pop("meterline_ingest_lock_txn", None)
-        self.conn.info.pop("meterline_meters_by_name", None)  # services.meters.BY_NAME
+        for key in TRANSACTION_MEMOS:  # what the savepoint may have undone is read again
+            self.conn.info.pop(key, None)
         if self.postgresql:
             self.raw.execute("ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item")
         else:

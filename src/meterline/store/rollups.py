@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import Connection
 
-from meterline.store.db import Database
+from meterline.store.db import TRANSACTION_MEMOS, Database
 from meterline.store.repo import Repo
 from meterline.store.tables import (
     meter_event_cancels,
@@ -65,6 +65,7 @@ def _ph(conn: Connection) -> str:
 
 
 INGEST_HELD = "meterline_ingest_lock_txn"  # conn.info: the transaction that holds the lock
+TRANSACTION_MEMOS.add(INGEST_HELD)
 
 
 def hold_ingest_lock(conn: Connection) -> None:
