@@ -338,16 +338,6 @@ def book_of(repo: Repo, customer: str) -> Book:
     return Book(grants, standing)
 
 
-def ledger_of(repo: Repo, customer: str) -> dict[str, Standing]:
-    """Where each of the customer's grants' ledger stands, in one grouped statement whatever
-    the ledger's length (one row per grant)."""
-    rows = _raw(repo, _STANDING_SQL, (repo.scope.account_id, repo.scope.livemode, customer))
-    return {
-        grant: Standing(int(bal), bool(granted), int(closings), int(last))
-        for grant, bal, granted, closings, last in rows
-    }
-
-
 _CLOSING = ("credits_expired", "credits_voided")
 
 
@@ -486,31 +476,6 @@ def application(
     return pending, applied
 
 
-def apply_to_invoice(
-    repo: Repo,
-    customer: str,
-    invoice: str,
-    lines: Sequence[engine.Line],
-    at: int,
-    *,
-    locked: bool = True,
-) -> list[dict[str, Any]]:
-    """Apply the customer's credits to the invoice's lines at its finalization time `at`, in
-    burn order, and write one `credits_applied` entry per (grant, line); the caller holds
-    `lock_customer`. Returns the entries written (id, credit_grant, invoice_line_item, amount)."""
-    pending, applied = application(repo, customer, invoice, lines, at, locked=locked)
-    settled = len(pending) - len(applied)
-    ids = write_pending(repo, pending)[settled:]  # the settle's entries first, in time order
-    written = []
-    for (_, e, key), tid in zip(pending[settled:], ids, strict=True):
-        if tid is None:  # written before (a finalization retried after its commit)
-            tid = repo.get_by(txns, "entry_key", key)["id"]  # type: ignore[index]
-        written.append(
-            {"id": tid, "credit_grant": e.grant, "invoice_line_item": e.line, "amount": e.amount}
-        )
-    return written
-
-
 def give_back(repo: Repo, customer: str, invoice: str, at: int) -> None:
     """Reinstate every application of a voided invoice to its grant at `at`, then close again
     what an ended grant got back (the caller holds `lock_customer`)."""
@@ -631,7 +596,6 @@ def get_transaction(repo: Repo, tid: str) -> dict[str, Any]:
 __all__ = [
     "GrantInput",
     "application",
-    "apply_to_invoice",
     "give_back",
     "lock_customer",
     "reserved_by_drafts",

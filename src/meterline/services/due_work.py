@@ -25,7 +25,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -275,79 +274,84 @@ def bill_due(
                 if progress is not None and done:
                     progress(done)
 
-    pool = ThreadPoolExecutor(lanes, thread_name_prefix="meterline-billing") if lanes > 1 else None
     analyzed = 0
-    try:
-        while True:
-            if db.dialect == "postgresql" and total - analyzed >= ANALYZE_EVERY:
-                _analyze(db)
-                analyzed = total
-            with db.read() as conn:
-                due_subs = conn.execute(
-                    sa.select(
-                        s.current_period_end,
-                        s.account_id,
-                        s.livemode,
-                        s.id,
-                        sa.literal(1),
-                        s.customer,
-                    )
-                    .where(
-                        s.test_clock.is_(None),
-                        s.current_period_end <= now,
-                        s.status.in_(subscriptions.LIVE),
-                    )
-                    .order_by(s.current_period_end)
-                    .limit(BATCH + len(failed))
-                ).all()
-                due_drafts = conn.execute(
-                    sa.select(
-                        i.automatically_finalizes_at,
-                        i.account_id,
-                        i.livemode,
-                        i.id,
-                        sa.literal(0),
-                        i.customer,
-                    )
-                    .where(
-                        i.test_clock.is_(None),
-                        i.status == "draft",
-                        i.automatically_finalizes_at <= now,
-                    )
-                    .order_by(i.automatically_finalizes_at)
-                    .limit(BATCH + len(failed))
-                ).all()
-            work = sorted(
-                (tuple(r) for r in [*due_subs, *due_drafts] if r[3] not in failed),
-                key=lambda r: (r[0], r[4]),
-            )[:BATCH]
-            if not work:
-                return total
-            if pool is None:
-                run_lane(work)
-                continue
-            split: list[list[tuple]] = [[] for _ in range(lanes)]
-            for r in work:
-                split[zlib.crc32(f"{r[1]}|{r[2]}|{r[5]}".encode()) % lanes].append(r)
-            for f in [pool.submit(run_lane, part) for part in split if part]:
-                f.result()
-    finally:
-        if pool is not None:
-            # Each lane thread closes its own connections before the pool ends: one task per
-            # thread, held at a barrier until every thread has one.
-            started = len(pool._threads)  # noqa: SLF001 - the threads the pool did start
-            if started:
-                barrier = threading.Barrier(started)
+    while True:
+        if db.dialect == "postgresql" and total - analyzed >= ANALYZE_EVERY:
+            _analyze(db)
+            analyzed = total
+        with db.read() as conn:
+            due_subs = conn.execute(
+                sa.select(
+                    s.current_period_end,
+                    s.account_id,
+                    s.livemode,
+                    s.id,
+                    sa.literal(1),
+                    s.customer,
+                )
+                .where(
+                    s.test_clock.is_(None),
+                    s.current_period_end <= now,
+                    s.status.in_(subscriptions.LIVE),
+                )
+                .order_by(s.current_period_end)
+                .limit(BATCH + len(failed))
+            ).all()
+            due_drafts = conn.execute(
+                sa.select(
+                    i.automatically_finalizes_at,
+                    i.account_id,
+                    i.livemode,
+                    i.id,
+                    sa.literal(0),
+                    i.customer,
+                )
+                .where(
+                    i.test_clock.is_(None),
+                    i.status == "draft",
+                    i.automatically_finalizes_at <= now,
+                )
+                .order_by(i.automatically_finalizes_at)
+                .limit(BATCH + len(failed))
+            ).all()
+        work = sorted(
+            (tuple(r) for r in [*due_subs, *due_drafts] if r[3] not in failed),
+            key=lambda r: (r[0], r[4]),
+        )[:BATCH]
+        if not work:
+            return total
+        if lanes == 1:
+            run_lane(work)
+            continue
+        split: list[list[tuple]] = [[] for _ in range(lanes)]
+        for r in work:
+            split[zlib.crc32(f"{r[1]}|{r[2]}|{r[5]}".encode()) % lanes].append(r)
+        _run_lanes(db, run_lane, [part for part in split if part])
 
-                def release() -> None:
-                    try:
-                        barrier.wait(timeout=30)
-                    finally:
-                        db.close_thread()
 
-                for f in [pool.submit(release) for _ in range(started)]:
-                    f.result()
-            pool.shutdown()
+def _run_lanes(db: Database, run_lane: Callable[[list[tuple]], None], parts: list[list]) -> None:
+    """Run each part on a thread of its own and wait for all; each thread closes its
+    connections when done. The first failure is raised once every lane has stopped."""
+    errors: list[BaseException] = []
+
+    def lane(part: list[tuple]) -> None:
+        try:
+            run_lane(part)
+        except BaseException as exc:  # re-raised below, on the caller's thread
+            errors.append(exc)
+        finally:
+            db.close_thread()
+
+    threads = [
+        threading.Thread(target=lane, args=(part,), name="meterline-billing", daemon=True)
+        for part in parts
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _analyze(db: Database) -> None:
