@@ -110,6 +110,29 @@ class Server:
     def http(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, auth=(key or self.key, ""), timeout=30)
 
+    def wait_drained(self, timeout: float = 20.0) -> None:
+        """Wait until the stream's landing log is empty: every stream event acknowledged so far
+        has been moved into meter_events by the server's drain."""
+        wait_drained(self.database_url, timeout)
+
+
+def wait_drained(database_url: str, timeout: float = 20.0) -> None:
+    from meterline.store import inbox
+    from meterline.store.db import Database
+
+    db = Database(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with db.read() as conn:
+                if not inbox.pending(conn):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stream's landing log did not empty within {timeout} s")
+            time.sleep(0.02)
+    finally:
+        db.dispose()
+
 
 def start_server(database_url: str, *, workers: int = 2, log: Path) -> Server:
     port = free_port()
@@ -129,6 +152,10 @@ def start_server(database_url: str, *, workers: int = 2, log: Path) -> Server:
             key,
             "--log-level",
             "warning",
+            # Stream events reach meter_events this long after their 200 (tests that read them
+            # wait for the landing log to empty: `wait_drained`).
+            "--drain-interval",
+            "0.05",
         ],
         stdout=logf,
         stderr=subprocess.STDOUT,

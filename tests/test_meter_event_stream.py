@@ -80,6 +80,7 @@ def send(server, client, events: list[dict]) -> None:
 
 
 def stored(server, customer: str) -> dict[str, Decimal]:
+    server.wait_drained()
     rows = sql(server, "SELECT id, value FROM meter_events WHERE customer = :c", c=customer)
     return {ident: Decimal(str(value)) for ident, value in rows}
 

@@ -96,6 +96,7 @@ def dense(server, db):
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert r.status_code == 200, r.text
+    server.wait_drained()  # the stream's events reach meter_events a moment after their 200
     return server, key, meter, cus, events, start
 
 

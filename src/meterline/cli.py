@@ -97,6 +97,16 @@ def main() -> None:
     "(0: never; answers stay exact either way, from the raw events the rollups lack).",
 )
 @click.option(
+    "--drain-interval",
+    envvar="METERLINE_DRAIN_INTERVAL",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    help="Seconds between moves of the v2 stream's accepted events from its landing log into "
+    "the meter events, in each worker: longer gathers more events per move (faster ingest), "
+    "shorter shows them sooner (analytics' data_refreshed_at tells how fresh an answer is).",
+)
+@click.option(
     "--jobs-interval",
     envvar="METERLINE_JOBS_INTERVAL",
     default=5.0,
@@ -120,6 +130,7 @@ def serve(
     workers: int,
     api_key: str | None,
     rollup_interval: float,
+    drain_interval: float,
     jobs_interval: float,
     log_level: str,
 ) -> None:
@@ -157,6 +168,7 @@ def serve(
     os.environ["METERLINE_DATABASE_URL"] = database_url
     os.environ["METERLINE_ROLLUP_INTERVAL"] = str(rollup_interval)
     os.environ["METERLINE_JOBS_INTERVAL"] = str(jobs_interval)
+    os.environ["METERLINE_DRAIN_INTERVAL"] = str(drain_interval)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from meterline import clock
 from meterline.api.app import Call
 from meterline.api.routing import Router
 from meterline.engine.buckets import WINDOWS
@@ -121,7 +120,7 @@ def meter_usage(call: Call) -> dict[str, Any]:
         param_names=names,
         meter_param="meters[{i}][" + meter_key + "]",
     )
-    now = clock.now()  # raw events are read directly: nothing is pending
+    now = svc.refreshed_at(call.repo)
     if preview:
         return {
             "object": "billing.analytics.meter_usage",

@@ -188,6 +188,7 @@ class MeterlineApp:
         *,
         rollup_interval: float = 0.0,
         jobs_interval: float = 0.0,
+        drain_interval: float = 1.0,
     ) -> None:
         self.db = db
         self.router = router
@@ -204,6 +205,10 @@ class MeterlineApp:
         self.jobs_interval = jobs_interval
         self._jobs: due_work.Jobs | None = None
         self._advancer: due_work.Advancer | None = None  # runs the test clock advances asked here
+        # Seconds between moves of the stream's landing log into meter_events in this worker
+        # (services.meter_event_stream.Drainer).
+        self.drain_interval = drain_interval
+        self._drainer: stream_service.Drainer | None = None
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -212,6 +217,8 @@ class MeterlineApp:
                 msg = await receive()
                 if msg["type"] == "lifespan.startup":
                     self.db.start_checkpointer()
+                    self._drainer = stream_service.Drainer(self.db, self.drain_interval)
+                    self._drainer.start()
                     if self.rollup_interval > 0:
                         self._builder = rollups_service.Builder(self.db, self.rollup_interval)
                         self._builder.start()
@@ -229,6 +236,8 @@ class MeterlineApp:
                     if self._advancer is not None:
                         self._advancer.stop()
                     self._writer.shutdown(wait=True)
+                    if self._drainer is not None:
+                        self._drainer.stop()
                     self.db.dispose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from meterline import clock
 from meterline.services import credits, invoices, subscriptions, test_clocks
+from meterline.store import inbox
 from meterline.store.db import Database
 from meterline.store.repo import Repo, Scope
 from meterline.store.tables import (
@@ -94,7 +95,9 @@ def advance_clock(repo: Repo, clock_id: str, frozen_time: int) -> dict[str, Any]
 
 def _run_advance(repo: Repo, clock_id: str, frozen_time: int) -> None:
     """Move the clock to `frozen_time` and run, in time order, what fell due on the way for its
-    subscriptions, invoices and customers; then settle its customers' ledgers there."""
+    subscriptions, invoices and customers; then settle its customers' ledgers there. Stream
+    events still in the inbox are moved into `meter_events` first, so that invoices count them."""
+    inbox.move_all(repo.conn)
     test_clocks.move(repo, clock_id, frozen_time)
     run_billing(repo, frozen_time, clock_id)
     c = customers.c
@@ -257,6 +260,8 @@ def bill_due(
     connections at once (default LANES; SQLite has one writer, so one lane): a customer's
     steps all go to one lane. When a step fails, its chunk is run again one step per
     transaction: the failing step is logged and left for the next run, the others go on."""
+    with db.write() as conn:  # invoices count every event received so far
+        inbox.move_all(conn)
     if lanes is None:
         lanes = LANES if db.dialect == "postgresql" else 1
     lanes = max(1, lanes)

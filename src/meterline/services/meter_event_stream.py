@@ -1,16 +1,24 @@
 """The v2 meter event stream: sessions with their authentication tokens, and the events of a
 stream request, whose validation failures go to error reports instead of failing the request.
 
+A stream request's valid events are appended to the landing log (`meter_event_inbox`) when the
+request commits, and the `Drainer` thread of every worker moves them into `meter_events` in bulk
+a fraction of a second later (`store.inbox.move`); work that must see every event received so far
+moves what is pending first (`store.inbox.move_all`: cancels, billing runs, test clock advances).
+
 Always true: a token is stored only as its SHA-256 digest (it carries 285 bits of randomness, so
 a digest cannot be reversed by guessing); a stream request stores exactly its valid events (an
-identifier at most once, as everywhere) and writes, for each meter its invalid events name (none
-for events naming no meter), one error report with the count per error code and up to 5 sample
-errors per code.
+identifier at most once, as everywhere: a duplicate is dropped when it is moved) and writes, for
+each meter its invalid events name (none for events naming no meter), one error report with the
+count per error code and up to 5 sample errors per code; an event acknowledged by a 200 is in
+the inbox or in `meter_events`, never lost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +28,17 @@ from meterline import clock
 from meterline.engine.errors import RuleViolation
 from meterline.ids import new_id, random_token
 from meterline.services import ServiceError
-from meterline.services.meter_events import EventInput, Lookups, record_many, validate
+from meterline.services.meter_events import EventInput, Lookups, validate
+from meterline.store import inbox
 from meterline.store.db import Database
 from meterline.store.repo import Repo
-from meterline.store.tables import meter_event_error_reports, meter_event_sessions, meter_events
+from meterline.store.tables import (
+    meter_event_error_reports,
+    meter_event_inbox,
+    meter_event_sessions,
+)
+
+log = logging.getLogger("meterline.stream")
 
 SESSION_TTL = 15 * 60
 TOKEN_PREFIX = "mes_token_"
@@ -84,8 +99,7 @@ class _Report:
 
 @dataclass(frozen=True)
 class StreamResult:
-    accepted: int  # valid events of distinct identifiers, handed to `record_many`
-    stored: int | None  # of those, the ones not stored before (None inside a write batch)
+    accepted: int  # valid events of distinct identifiers, appended to the inbox
     errors: int
     reports: list[dict[str, Any]]
 
@@ -113,6 +127,7 @@ def check_stream(repo: Repo, events: list[EventInput]) -> Checked:
     `record_stream` then stores the outcome if what it read has not changed."""
     start = clock.now()
     lookups = Lookups()
+    lookups.read_epoch(repo)
     lookups.prefetch_customers(repo, events)
     reports: dict[str | None, _Report] = {}
     errors = 0
@@ -131,23 +146,24 @@ def check_stream(repo: Repo, events: list[EventInput]) -> Checked:
             continue  # the first event of the request with this identifier is the one
         seen.add(row["id"])
         rows.append(row)
-    encoded = repo.encode_rows(meter_events, rows)
+    encoded = repo.encode_rows(meter_event_inbox, rows)
     return Checked(events, rows, encoded, reports, errors, start, clock.now(), lookups)
 
 
 def record_stream(
     repo: Repo, events: list[EventInput], request_id: str, checked: Checked | None = None
 ) -> StreamResult:
-    """Store the valid events of a stream request and one error report per meter its invalid
-    events name. A duplicate identifier (also within the request) is stored once and reported
-    as nothing: retrying a stream request is how clients recover. `checked`: the events
-    validated before this transaction (`check_stream`), used when what that validation read
-    reads the same here; otherwise they are validated again here. Inside a write batch the
-    events are inserted with those of the batch's other stream requests, before the batch
-    commits (see `record_many`)."""
+    """Append the valid events of a stream request to the inbox and write one error report per
+    meter its invalid events name. A duplicate identifier (also within the request) is stored
+    once and reported as nothing: retrying a stream request is how clients recover. `checked`:
+    the events validated before this transaction (`check_stream`), used when what that
+    validation read reads the same here; otherwise they are validated again here. Inside a
+    write batch the events are appended with those of the batch's other stream requests, in
+    one statement before the batch commits."""
     if checked is None or not checked.lookups.unchanged(repo):
         checked = check_stream(repo, events)
-    stored = record_many(repo, checked.rows, encoded=checked.encoded)
+    if checked.rows:
+        repo.add_unless_exists(meter_event_inbox, checked.rows, encoded=checked.encoded)
     rows = [
         repo.insert(
             meter_event_error_reports,
@@ -164,7 +180,48 @@ def record_stream(
         )
         for meter_id, report in checked.reports.items()
     ]
-    return StreamResult(len(checked.rows), stored, checked.errors, rows)
+    return StreamResult(len(checked.rows), checked.errors, rows)
+
+
+def drain(db: Database) -> int:
+    """Move every event pending in the inbox into `meter_events`, CHUNK events per transaction.
+    Returns the events moved (0 at once on PostgreSQL while another worker moves)."""
+    total = 0
+    while True:
+        with db.write() as conn:
+            taken, _ = inbox.move(conn)
+        total += taken
+        if taken < inbox.CHUNK:
+            return total
+
+
+class Drainer:
+    """Moves the inbox into `meter_events` on a thread of its own (one per server worker):
+    looks every `interval` seconds and drains what it finds. The interval lets a busy stream's
+    events gather, so that each move writes many events per index page."""
+
+    def __init__(self, db: Database, interval: float = 0.1) -> None:
+        self.db = db
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meterline-drain", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.db.read() as conn:
+                    if not inbox.pending(conn):
+                        continue
+                drain(self.db)
+            except Exception:  # a failed move changes nothing; the next look retries
+                log.exception("moving stream events failed; retrying in %.1f s", self.interval)
 
 
 __all__ = [
@@ -172,10 +229,12 @@ __all__ = [
     "SESSION_TTL",
     "TOKEN_PREFIX",
     "Checked",
+    "Drainer",
     "Session",
     "StreamResult",
     "check_stream",
     "create_session",
+    "drain",
     "find_session",
     "record_stream",
     "token_digest",

@@ -18,6 +18,7 @@ from meterline.engine.errors import RuleViolation
 from meterline.ids import random_token
 from meterline.services import ServiceError, test_clocks
 from meterline.services import meters as meters_service
+from meterline.store import inbox
 from meterline.store import rollups as rollup_store
 from meterline.store.repo import Repo
 from meterline.store.tables import customers, meter_events
@@ -41,6 +42,7 @@ class Lookups:
     everything validation read is still the same there."""
 
     def __init__(self) -> None:
+        self.epoch: int | None = None  # SQLite: the validation epoch read before everything else
         self.meters: dict[str, dict[str, Any] | None] = {}
         self.customers: dict[str, dict[str, Any] | None] = {}
         self.clocks: dict[str, int] = {}  # test clock id -> frozen time
@@ -73,9 +75,18 @@ class Lookups:
         for cid in wanted:
             self.customers[cid] = found.get(cid)
 
+    def read_epoch(self, repo: Repo) -> None:
+        """Remember the validation epoch; call it before the first lookup (SQLite; see
+        `store.tables.change_epochs`)."""
+        self.epoch = repo.validation_epoch()
+
     def unchanged(self, repo: Repo) -> bool:
         """Whether the meters, customers and test clock times read so far read the same in
-        `repo`'s transaction (then validation there would give the same outcome)."""
+        `repo`'s transaction (then validation there would give the same outcome). On SQLite an
+        unmoved validation epoch says so in one read: no customer, meter or test clock has
+        changed since it was read."""
+        if self.epoch is not None and repo.validation_epoch() == self.epoch:
+            return True
         for name, meter in self.meters.items():
             if meters_service.by_event_name(repo, name) != meter:
                 return False
@@ -228,8 +239,11 @@ def record_many(
 
 
 def cancel(repo: Repo, event_name: str, identifier: str, *, param: str) -> dict[str, Any]:
-    """Cancel one event by identifier, within 24 hours of its receipt."""
+    """Cancel one event by identifier, within 24 hours of its receipt (an event the stream
+    accepted and that still waits in its inbox is moved into `meter_events` first)."""
     row = repo.get(meter_events, identifier)
+    if row is None and inbox.move_all(repo.conn):
+        row = repo.get(meter_events, identifier)
     if row is None or row["event_name"] != event_name:
         raise ServiceError(
             404,

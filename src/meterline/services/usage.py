@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from meterline import clock
 from meterline.engine.aggregate import (
     EMPTY,
     ZERO,
@@ -38,6 +39,7 @@ from meterline.engine.metering import window_start
 from meterline.engine.rollups import RESOLUTIONS, cell_start, covers, merge_spans, plan
 from meterline.services import ServiceError, not_found
 from meterline.services import meters as meters_service
+from meterline.store import inbox
 from meterline.store import rollups as rollup_store
 from meterline.store.repo import Repo
 from meterline.store.tables import customers, meters
@@ -317,6 +319,17 @@ def check_customer(repo: Repo, customer: str, param: str = "customer") -> None:
     row = repo.get(customers, customer)
     if row is None or row["deleted"]:
         raise not_found("customer", customer, param)
+
+
+def refreshed_at(repo: Repo) -> int:
+    """The time up to which received events are reflected (`data_refreshed_at`): now, unless
+    stream events wait in the inbox (`store.inbox`), then when the oldest of them was received
+    (of any account: a bound that holds for this one, and says nothing of the others' events).
+    Rollups never make an answer stale (the raw tail above the watermark is read), so only the
+    inbox can."""
+    now = clock.now()
+    oldest = inbox.oldest_pending(repo.conn)
+    return now if oldest is None else min(now, oldest)
 
 
 def meter_usage(

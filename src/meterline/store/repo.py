@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -325,25 +326,52 @@ class Repo:
         self.wrote = True
         return None
 
+    def validation_epoch(self) -> int | None:
+        """SQLite: the counter that moves on every change of customers, meters and test clocks
+        (`tables.change_epochs`); None on PostgreSQL, which keeps no such counter."""
+        if self.dialect != "sqlite":
+            return None
+        cur = self._cursor()
+        try:
+            cur.execute("SELECT n FROM change_epochs WHERE name = 'validation'")
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return int(row[0]) if row is not None else None
+
     def get_many(
         self, table: sa.Table, ids: Sequence[str], columns: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
         """`columns` of the rows of these ids that exist, by id (one statement per 500 ids)."""
         self.flush(table)
         ct = compiled(table, self.conn.dialect)
-        ph = ct.ph
         cols = ", ".join(ct.quote(c) for c in ("id", *columns))
         decoders = [dec for name in columns for _, n, dec in ct.decoders if n == name]
         out: dict[str, dict[str, Any]] = {}
         ids = list(ids)
         cur = self._cursor()
         try:
+            # The ids travel as one parameter (a JSON array on SQLite, an array on PostgreSQL),
+            # so the statement's text is the same for any number of ids and stays prepared.
+            if self.dialect == "sqlite":
+                sql = (
+                    f"SELECT {cols} FROM {ct.name} WHERE account_id = ? AND livemode = ? "
+                    "AND id IN (SELECT value FROM json_each(?))"
+                )
+            else:
+                sql = (
+                    f"SELECT {cols} FROM {ct.name} WHERE account_id = %s AND livemode = %s "
+                    "AND id = ANY(%s)"
+                )
             for i in range(0, len(ids), 500):
                 part = ids[i : i + 500]
                 cur.execute(
-                    f"SELECT {cols} FROM {ct.name} WHERE account_id = {ph} AND livemode = {ph} "
-                    f"AND id IN ({', '.join([ph] * len(part))})",
-                    [self.scope.account_id, self.scope.livemode, *part],
+                    sql,
+                    [
+                        self.scope.account_id,
+                        self.scope.livemode,
+                        orjson.dumps(part).decode() if self.dialect == "sqlite" else part,
+                    ],
                 )
                 for row in cur.fetchall():
                     out[row[0]] = {

@@ -161,6 +161,47 @@ meter_events = _owned(
     ),
 )
 
+# The v2 stream's landing log: events of stream requests that passed validation, appended when
+# the request commits (its 200), moved into `meter_events` in bulk and in key order by
+# `store.inbox.move` (a background drain in every worker), which deletes them here in the same
+# transaction. Columns are `meter_events`' (less `seq`, which the move assigns there); `seq` here
+# is arrival order. No index: appending costs one table page per few events.
+meter_event_inbox = sa.Table(
+    "meter_event_inbox",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(255), nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("livemode", sa.Boolean, nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("meter", sa.String(255), nullable=False),
+    sa.Column("customer", sa.String(255), nullable=False),
+    sa.Column("event_name", sa.String(100), nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),
+    sa.Column("value", DecimalText, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("cancelled_at", sa.BigInteger),
+)
+
+# SQLite only: a counter that triggers on `customers`, `meters` and `test_clocks` move on every
+# change of those tables (migration 0011), so that a stream request validated before its write
+# transaction knows, with one read there, whether anything its validation read may have changed
+# since (services.meter_events.Lookups). PostgreSQL has the table but no triggers: there, many
+# workers write customers at once, and one counter row would queue them all.
+change_epochs = sa.Table(
+    "change_epochs",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+VALIDATION_EPOCH = "validation"
+VALIDATION_TABLES = ("customers", "meters", "test_clocks")
+
 # v2 meter event stream sessions. Only the SHA-256 digest of the authentication token is stored;
 # the token is looked up by digest, before the account is known.
 meter_event_sessions = _owned(
