@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import Connection
 
 from meterline.store.db import TRANSACTION_MEMOS, Database
@@ -320,12 +319,24 @@ def _upsert_sqlite(conn: Connection, values: dict[Cell, CellValue]) -> None:
         cur.close()
 
 
+_PG_COLS = ", ".join(c.name for c in meter_usage_rollups.columns)
+# One statement for any number of cells: the rows travel as one JSON array that the server reads
+# into the table's row type (decimals as strings, so they stay exact). A fold touches thousands
+# of cells; as single-row statements they cost the server more than the events they fold.
+_PG_UPSERT = (
+    f"INSERT INTO meter_usage_rollups ({_PG_COLS}) SELECT {_PG_COLS} FROM "
+    "json_populate_recordset(NULL::meter_usage_rollups, %s::json) "
+    "ON CONFLICT ON CONSTRAINT pk_meter_usage_rollups DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _VALUES)
+)
+
+
 def _upsert_postgresql(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    stmt = pg_dialect.insert(meter_usage_rollups)
-    stmt = stmt.on_conflict_do_update(
-        constraint="pk_meter_usage_rollups", set_={c: stmt.excluded[c] for c in _VALUES}
-    )
-    conn.execute(stmt, rows)
+    cur = _cursor(conn)
+    try:
+        cur.execute(_PG_UPSERT, (orjson.dumps(rows, default=str).decode(),), prepare=True)
+    finally:
+        cur.close()
 
 
 def store_cells(conn: Connection, values: dict[Cell, CellValue], batch: int = 5_000) -> None:
