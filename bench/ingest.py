@@ -21,7 +21,8 @@ dropped and recreated):
    per request (a unique identifier, no timestamp), with the secret key.
    Each gets a warm-up run, then --repeat measured runs; the median run by events/s is reported.
    events/s = 2xx responses x events per request / wrk's measured duration. Around every run
-   (warm-up included) the rows of `meter_events` are counted once the server is idle again: the
+   (warm-up included) the rows of `meter_events` are counted once the server is idle again and
+   its drain has emptied the stream's landing log (`meter_event_inbox`): the
    stored events must be at least the accepted ones (2xx responses x events per request) and at
    most the sent ones (requests started, including those still in flight when wrk stopped,
    which the server completes after wrk has gone). `meter_event_error_reports` must stay empty,
@@ -329,8 +330,9 @@ class Counter:
         return int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def settled(self, quiet: float) -> int:
-        """The count once the server has finished the requests still in flight when wrk stopped:
-        unchanged for `quiet` seconds and, on PostgreSQL, no open transaction holding rows it
+        """The count once the server has finished the requests still in flight when wrk stopped
+        and has moved every accepted stream event out of its landing log: unchanged for `quiet`
+        seconds, the landing log empty and, on PostgreSQL, no open transaction holding rows it
         inserted into meter_events (a batch of requests commits all at once, so the count alone
         may stand still for as long as a batch takes)."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -341,7 +343,11 @@ class Counter:
             now = self.count()
             if now != last:
                 last, since = now, time.monotonic()
-            elif time.monotonic() - since >= quiet and not self.busy():
+            elif (
+                time.monotonic() - since >= quiet
+                and not self.count("meter_event_inbox")
+                and not self.busy()
+            ):
                 return now
         raise PhaseError(f"meter_events kept changing for {SETTLE_TIMEOUT:.0f}s after wrk stopped")
 
@@ -460,6 +466,17 @@ def smoke_test(setup: Setup, counter: Counter) -> None:
     )
     if not 200 <= status < 300:
         raise PhaseError(f"a stream request answered {status}: {resp[:300]!r}")
+    # Accepted durably at the 200 (in the landing log or moved already), then moved by the
+    # server's drain about a second later.
+    landed = counter.count() - before + counter.count("meter_event_inbox")
+    if landed != STREAM_BATCH:
+        raise PhaseError(
+            f"a stream request of {STREAM_BATCH} valid events answered {status} but only"
+            f" {landed} were in meter_events or its landing log"
+        )
+    deadline = time.monotonic() + 30
+    while counter.count("meter_event_inbox") and time.monotonic() < deadline:
+        time.sleep(0.1)
     stored = counter.count() - before
     if stored != STREAM_BATCH:
         reports = counter.count("meter_event_error_reports")
@@ -1071,7 +1088,9 @@ def write_report(
         " one form-encoded event per request (same payload shape, a unique identifier, no"
         " timestamp), the secret key.",
         "- events/s = 2xx responses × events per request ÷ wrk's duration. Stored = accepted:"
-        " `meter_events` is counted around every run once the server is idle; it must hold at"
+        " `meter_events` is counted around every run once the server is idle and its drain has"
+        " emptied the stream's landing log (the stream's 200 means accepted into that log; the"
+        " drain moves it into `meter_events` about once a second); it must hold at"
         " least every accepted event and at most every sent one (requests still in flight when"
         " wrk stops are completed by the server after wrk has gone; they are the `+ n`). The"
         " stream leaves invalid events out and reports them in `meter_event_error_reports`,"
