@@ -1090,7 +1090,7 @@ def write_report(
         "- events/s = 2xx responses × events per request ÷ wrk's duration. Stored = accepted:"
         " `meter_events` is counted around every run once the server is idle and its drain has"
         " emptied the stream's landing log (the stream's 200 means accepted into that log; the"
-        " drain moves it into `meter_events` about once a second); it must hold at"
+        " drain moves it into `meter_events` every 2 seconds); it must hold at"
         " least every accepted event and at most every sent one (requests still in flight when"
         " wrk stops are completed by the server after wrk has gone; they are the `+ n`). The"
         " stream leaves invalid events out and reports them in `meter_event_error_reports`,"

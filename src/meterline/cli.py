@@ -99,7 +99,7 @@ def main() -> None:
 @click.option(
     "--drain-interval",
     envvar="METERLINE_DRAIN_INTERVAL",
-    default=1.0,
+    default=2.0,
     show_default=True,
     type=click.FloatRange(0.01),
     help="Seconds between moves of the v2 stream's accepted events from its landing log into "

@@ -188,7 +188,7 @@ class MeterlineApp:
         *,
         rollup_interval: float = 0.0,
         jobs_interval: float = 0.0,
-        drain_interval: float = 1.0,
+        drain_interval: float = 2.0,
     ) -> None:
         self.db = db
         self.router = router

@@ -38,7 +38,7 @@ def build_app(
     background_checkpoint: bool = True,
     rollup_interval: float = 0.0,
     jobs_interval: float = 0.0,
-    drain_interval: float = 1.0,
+    drain_interval: float = 2.0,
 ) -> MeterlineApp:
     router = Router()
     expanders = {}
@@ -62,5 +62,5 @@ def create_app() -> MeterlineApp:
         os.environ.get("METERLINE_DATABASE_URL", DEFAULT_URL),
         rollup_interval=float(os.environ.get("METERLINE_ROLLUP_INTERVAL", "1")),
         jobs_interval=float(os.environ.get("METERLINE_JOBS_INTERVAL", "5")),
-        drain_interval=float(os.environ.get("METERLINE_DRAIN_INTERVAL", "1")),
+        drain_interval=float(os.environ.get("METERLINE_DRAIN_INTERVAL", "2")),
     )

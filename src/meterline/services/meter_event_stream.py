@@ -3,7 +3,7 @@ stream request, whose validation failures go to error reports instead of failing
 
 A stream request's valid events are appended to the landing log (`meter_event_inbox`) when the
 request commits, and the `Drainer` thread of every worker moves them into `meter_events` in bulk
-a fraction of a second later (`store.inbox.move`); work that must see every event received so far
+within a couple of seconds (`store.inbox.move`); work that must see every event received so far
 moves what is pending first (`store.inbox.move_all`: cancels, billing runs, test clock advances).
 
 Always true: a token is stored only as its SHA-256 digest (it carries 285 bits of randomness, so
@@ -200,7 +200,7 @@ class Drainer:
     looks every `interval` seconds and drains what it finds. The interval lets a busy stream's
     events gather, so that each move writes many events per index page."""
 
-    def __init__(self, db: Database, interval: float = 0.1) -> None:
+    def __init__(self, db: Database, interval: float = 2.0) -> None:
         self.db = db
         self.interval = interval
         self._stop = threading.Event()

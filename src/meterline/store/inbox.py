@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from meterline.store.rollups import hold_ingest_lock
 from meterline.store.tables import meter_event_inbox
 
-CHUNK = 20_000  # events moved per statement at most
+CHUNK = 100_000  # events moved per statement at most
 # PostgreSQL advisory lock key of the move ("mlinbox!" as 8 bytes).
 MOVE_LOCK = int.from_bytes(b"mlinbox!", "big", signed=True)
 
