@@ -9,8 +9,9 @@ moves it):
 - an identifier stored already (by v1) is not stored again when the stream's copy is moved;
 - one customer's events keep their arrival order in `meter_events.seq` (the latest received
   wins for pre-aggregated meters), though a move sorts by customer;
-- a customer deleted by another transaction between a stream request's validation and its
-  write transaction is seen (SQLite: the validation epoch moved; PostgreSQL: the re-read);
+- a customer deleted, or a meter created, by another transaction between a stream request's
+  validation and its write transaction is seen (SQLite: the validation epoch moved, or
+  validation met a missing meter; PostgreSQL: the re-read);
 - two drains at once move every event exactly once.
 """
 
@@ -280,3 +281,33 @@ def test_two_drains_at_once_move_every_event_once(setup):
     )
     assert rows == [(len(ids), len(ids))]
     assert _pending(app) == []
+
+
+def test_a_meter_created_after_validation_is_seen_by_the_write(setup):
+    """Inserts move no validation epoch: a request whose validation found no meter (or no
+    customer) reads again in its transaction, where a meter created meanwhile accepts it."""
+    app, scope, name, meter, a, b = setup
+    later, ident = uid("later"), uid("l")
+    job = _job(
+        app,
+        scope,
+        "POST",
+        "/v2/billing/meter_event_stream",
+        orjson.dumps({"events": [ev(later, a, "3", ident)]}),
+        json_body=True,
+    )
+    app._precheck([job])
+    assert job.prepared.errors == 1  # no meter for `later` yet
+    _one(
+        app,
+        scope,
+        "/v1/billing/meters",
+        f"display_name=Later&event_name={later}&default_aggregation[formula]=sum".encode(),
+    )
+    (result,) = app._write_batch([job])
+    assert result[0] == 200
+    stream_svc.drain(app.db)
+    assert _stored(app, a) == {ident: Decimal(3)}
+    assert _fetch(
+        app, "SELECT count(*) FROM meter_event_error_reports WHERE request_id = :r", r=job.rid
+    ) == [(0,)]

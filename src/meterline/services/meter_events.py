@@ -84,8 +84,15 @@ class Lookups:
         """Whether the meters, customers and test clock times read so far read the same in
         `repo`'s transaction (then validation there would give the same outcome). On SQLite an
         unmoved validation epoch says so in one read: no customer, meter or test clock has
-        changed since it was read."""
-        if self.epoch is not None and repo.validation_epoch() == self.epoch:
+        been updated or deleted since it was read. Inserts do not move it, so that answer only
+        holds when validation found every customer and meter it looked for (a row created
+        since could turn its refusal into an acceptance); otherwise everything is read again."""
+        if (
+            self.epoch is not None
+            and None not in self.customers.values()
+            and None not in self.meters.values()
+            and repo.validation_epoch() == self.epoch
+        ):
             return True
         for name, meter in self.meters.items():
             if meters_service.by_event_name(repo, name) != meter:

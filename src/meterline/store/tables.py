@@ -189,10 +189,11 @@ meter_event_inbox = sa.Table(
 )
 
 # SQLite only: a counter that triggers on `customers`, `meters` and `test_clocks` move on every
-# change of those tables (migration 0011), so that a stream request validated before its write
-# transaction knows, with one read there, whether anything its validation read may have changed
-# since (services.meter_events.Lookups). PostgreSQL has the table but no triggers: there, many
-# workers write customers at once, and one counter row would queue them all.
+# update or delete of their rows (migration 0011), so that a stream request validated before its
+# write transaction knows, with one read there, whether anything its validation read may have
+# changed since (services.meter_events.Lookups; inserts need no trigger, see there). PostgreSQL
+# has the table but no triggers: there, many workers write at once, and one counter row would
+# queue them all.
 change_epochs = sa.Table(
     "change_epochs",
     metadata,
