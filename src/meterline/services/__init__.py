@@ -1,6 +1,7 @@
 """Use cases: each function runs inside one request's transaction (a `Repo`), loads, applies the
 engine's rules, and stores. The only place where business steps are sequenced. Background work
-(`rollups.Builder`, `due_work.Jobs`) also lives here and runs its own transactions.
+(`rollups.Builder`, `meter_event_stream.Drainer`, `due_work.Jobs`) also lives here and runs its
+own transactions; `Periodic` is the thread the first two tick on.
 
 Always true: a service raises `ServiceError` (or the engine's `RuleViolation`) before it writes
 anything it would have to undo, and the caller's transaction makes a failure change nothing.
@@ -9,6 +10,8 @@ May import: engine, store, clock, ids.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -52,3 +55,38 @@ def created_where(column: Any, ranges: Sequence[tuple[str, int]]) -> list[Any]:
         "lte": lambda v: column <= v,
     }
     return [ops[op](v) for op, v in ranges]
+
+
+class Periodic:
+    """Calls `tick` every `interval` seconds on a daemon thread of its own (one per server
+    worker) until `stop`. A tick that raises is logged and the next one tries again: background
+    work here runs in its own transactions, so a failed tick has changed nothing."""
+
+    thread_name = "meterline-periodic"
+    what = "background work"  # for the log line of a failed tick
+    logger = "meterline.background"
+
+    def __init__(self, db: Database, interval: float) -> None:
+        self.db = db
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                logging.getLogger(self.logger).exception(
+                    "%s failed; retrying in %.1f s", self.what, self.interval
+                )

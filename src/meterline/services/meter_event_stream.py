@@ -17,8 +17,6 @@ the inbox or in `meter_events`, never lost.
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +25,7 @@ import sqlalchemy as sa
 from meterline import clock
 from meterline.engine.errors import RuleViolation
 from meterline.ids import new_id, random_token
-from meterline.services import ServiceError
+from meterline.services import Periodic, ServiceError
 from meterline.services.meter_events import EventInput, Lookups, validate
 from meterline.store import inbox
 from meterline.store.db import Database
@@ -38,7 +36,6 @@ from meterline.store.tables import (
     meter_event_sessions,
 )
 
-log = logging.getLogger("meterline.stream")
 
 SESSION_TTL = 15 * 60
 TOKEN_PREFIX = "mes_token_"
@@ -195,33 +192,23 @@ def drain(db: Database) -> int:
             return total
 
 
-class Drainer:
+class Drainer(Periodic):
     """Moves the inbox into `meter_events` on a thread of its own (one per server worker):
     looks every `interval` seconds and drains what it finds. The interval lets a busy stream's
     events gather, so that each move writes many events per index page."""
 
+    thread_name = "meterline-drain"
+    what = "moving stream events"
+    logger = "meterline.stream"
+
     def __init__(self, db: Database, interval: float = 2.0) -> None:
-        self.db = db
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="meterline-drain", daemon=True)
+        super().__init__(db, interval)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                with self.db.read() as conn:
-                    if not inbox.pending(conn):
-                        continue
-                drain(self.db)
-            except Exception:  # a failed move changes nothing; the next look retries
-                log.exception("moving stream events failed; retrying in %.1f s", self.interval)
+    def tick(self) -> None:
+        with self.db.read() as conn:
+            if not inbox.pending(conn):
+                return
+        drain(self.db)
 
 
 __all__ = [

@@ -16,8 +16,6 @@ May import: engine, store, clock.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -26,10 +24,10 @@ import orjson
 from meterline import clock
 from meterline.engine.aggregate import EMPTY, Partial, exact_add, merge
 from meterline.engine.rollups import RESOLUTIONS
+from meterline.services import Periodic
 from meterline.store import rollups as store
 from meterline.store.db import Database
 
-log = logging.getLogger("meterline.rollups")
 
 FOLD_LIMIT = 50_000  # events per fold transaction
 
@@ -245,28 +243,18 @@ def rebuild(db: Database, *, progress: Callable[[int, int], None] | None = None)
     return done
 
 
-class Builder:
-    """Runs `catch_up` every `interval` seconds on a thread of its own (one per server worker)."""
+class Builder(Periodic):
+    """Runs `run_once` every `interval` seconds on a thread of its own (one per server worker)."""
+
+    thread_name = "meterline-rollups"
+    what = "rollup fold"
+    logger = "meterline.rollups"
 
     def __init__(self, db: Database, interval: float = 1.0) -> None:
-        self.db = db
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="meterline-rollups", daemon=True)
+        super().__init__(db, interval)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                run_once(self.db)
-            except Exception:  # a failed fold changes nothing; the next one retries
-                log.exception("rollup fold failed; retrying in %.1f s", self.interval)
+    def tick(self) -> None:
+        run_once(self.db)
 
 
 __all__ = ["Builder", "catch_up", "dims_key", "fold_once", "rebuild", "run_once"]
