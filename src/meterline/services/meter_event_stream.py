@@ -36,7 +36,6 @@ from meterline.store.tables import (
     meter_event_sessions,
 )
 
-
 SESSION_TTL = 15 * 60
 TOKEN_PREFIX = "mes_token_"
 MAX_EVENTS = 100

@@ -28,7 +28,6 @@ from meterline.services import Periodic
 from meterline.store import rollups as store
 from meterline.store.db import Database
 
-
 FOLD_LIMIT = 50_000  # events per fold transaction
 
 Settings = dict[tuple[str, bool, str], tuple[tuple[str, ...], bool]]
