@@ -268,6 +268,28 @@ def test_v2_timestamps_are_rfc3339(setup, server):
             },
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "timestamp"
+        # Unix seconds are v1's form: the refusal says what v2 takes instead.
+        r = h.post(
+            "/v2/billing/meter_events",
+            json={
+                "event_name": "tokens",
+                "payload": {"stripe_customer_id": cus, "value": "1", "model": "x"},
+                "timestamp": int(time.time()) - 60,
+            },
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "timestamp"
+        assert "RFC 3339" in r.json()["error"]["message"]
+        r = h.post(
+            "/v2/billing/meter_events",
+            json={
+                "event_name": "tokens",
+                "payload": {"stripe_customer_id": cus, "value": "1", "model": "x"},
+                "identifier": 12,
+            },
+        )
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "identifier"
+        assert "expected a string, not the JSON number 12" in err["message"]
         r = h.post(
             "/v2/billing/meter_events",
             json={

@@ -337,6 +337,10 @@ def test_shape_errors_are_synchronous_and_store_nothing(server, acct):
         (b'{"events": [GOOD, {"event_name": "calls", "payload": {"value": 1}}]}', None),
         (b'{"events": [GOOD, {"event_name": "calls", "payload": {}, "extra": 1}]}', None),
         (b'{"events": [GOOD, {"event_name": "calls", "payload": {}, "timestamp": "now"}]}', None),
+        (
+            b'{"events": [GOOD, {"event_name": "calls", "payload": {}, "timestamp": 1}]}',
+            "events[1][timestamp]",
+        ),
     ]
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         for body, param in cases:

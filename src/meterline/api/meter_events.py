@@ -52,6 +52,14 @@ def _input(p: Params, *, v2: bool) -> svc.EventInput:
     payload = _payload(p)
     identifier = p.str("identifier", max_len=MAX_IDENTIFIER)
     if v2:
+        if isinstance(p.data.get("timestamp"), int | float) and not isinstance(
+            p.data["timestamp"], bool
+        ):
+            raise invalid(
+                p.name("timestamp"),
+                f"Invalid timestamp {p.data['timestamp']!r}: the v2 API takes an RFC 3339 string, "
+                "e.g. 2026-11-25T17:00:00.000Z (Unix seconds are for /v1/billing/meter_events).",
+            )
         raw_ts = p.str("timestamp", max_len=64)
         ts = _rfc3339(raw_ts, p.name("timestamp")) if raw_ts is not None else None
     else:

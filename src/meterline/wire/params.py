@@ -24,6 +24,10 @@ MAX_METADATA_KEY_LEN = 40
 MAX_METADATA_VALUE_LEN = 500
 
 
+def _json_type(v: Any) -> str:
+    return "boolean" if isinstance(v, bool) else "number" if isinstance(v, int | float) else "value"
+
+
 class Params:
     def __init__(self, data: Any, prefix: str = "") -> None:
         if not isinstance(data, dict):
@@ -60,9 +64,13 @@ class Params:
                 raise missing(self.name(key))
             return None
         if not isinstance(v, str):
+            if isinstance(v, (dict, list)):
+                what = "a single value, not a nested object or list"
+            else:  # a JSON number, boolean or null (v2 bodies): Stripe's strings are strings
+                what = f"a string, not the JSON {_json_type(v)} {v!r}"
             raise invalid(
                 self.name(key),
-                f"Invalid value for {self.name(key)}: expected a single value, not a nested object or list.",
+                f"Invalid value for {self.name(key)}: expected {what}.",
                 "parameter_invalid",
             )
         return v
