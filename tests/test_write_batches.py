@@ -177,3 +177,55 @@ def test_a_meter_changed_inside_a_batch_is_seen_by_the_batch_s_later_events(app_
     assert not isinstance(results[1], Exception)
     assert not isinstance(results[2], Exception)  # active again after the reactivation
     assert isinstance(results[3], Exception)
+
+
+def test_customers_prefetched_for_a_batch_s_events_are_read_again_after_other_requests(
+    app_and_scope,
+):
+    """A batch's v1 events have their customers read in one statement before the batch runs
+    (`meter_events.prefetch`); a customer deleted by an earlier request of the same batch
+    refuses the later events, another account's customer is never found, and a malformed body
+    gets its own refusal."""
+    import secrets
+
+    from meterline.services.customers import create as create_customer
+    from meterline.store.repo import Repo
+
+    app, scope = app_and_scope
+    name = f"pf_{secrets.token_hex(4)}"
+    meter_body = f"display_name=t&event_name={name}&default_aggregation[formula]=sum".encode()
+    app._write_batch([_job(app, scope, "/v1/billing/meters", meter_body)])
+    (cus,) = app._write_batch([_job(app, scope, "/v1/customers", b"name=gone")])
+    cid = orjson.loads(cus[1])["id"]
+    other_scope = Scope(accounts.create_key(app.db, new_account=True)[0], scope.livemode)
+    with app.db.write() as conn:
+        foreign = create_customer(Repo(conn, other_scope), {"name": "foreign"}, {})["id"]
+
+    def event(ident: str, customer: str):
+        body = f"event_name={name}&identifier={ident}&payload[stripe_customer_id]={customer}"
+        return _job(app, scope, "/v1/billing/meter_events", body.encode() + b"&payload[value]=1")
+
+    tag = secrets.token_hex(4)
+    delete = app._prepare(
+        *app.router.match("DELETE", f"/v1/customers/{cid}")[:2],
+        scope, "DELETE", f"/v1/customers/{cid}", b"", b"", {}, "req_test", "v",
+    )  # fmt: skip
+    malformed = _job(
+        app, scope, "/v1/billing/meter_events", f"event_name={name}&payload=x".encode()
+    )
+    results = app._write_batch(
+        [
+            event(f"a{tag}", cid),
+            event(f"f{tag}", foreign),
+            malformed,
+            delete,
+            event(f"b{tag}", cid),
+        ]
+    )
+    assert not isinstance(results[0], Exception), results[0]
+    assert isinstance(results[1], StripeError)
+    assert results[1].code == "meter_event_customer_not_found"
+    assert isinstance(results[2], StripeError) and results[2].param == "payload"
+    assert not isinstance(results[3], Exception), results[3]
+    assert isinstance(results[4], StripeError)
+    assert results[4].code == "meter_event_customer_not_found"

@@ -30,7 +30,13 @@ from meterline.services import accounts as accounts_service
 from meterline.services import meter_event_stream as stream_service
 from meterline.services import rollups as rollups_service
 from meterline.store import idempotency as idem
-from meterline.store.db import Database, ItemSavepoints, is_database_error, is_retryable
+from meterline.store.db import (
+    Database,
+    ItemSavepoints,
+    forget_batch_memos,
+    is_database_error,
+    is_retryable,
+)
 from meterline.store.repo import CursorMissing, Repo, Scope, deferred_inserts, flush_deferred
 from meterline.wire import expand as expand_mod
 from meterline.wire.errors import StripeError, api_error
@@ -601,7 +607,10 @@ class MeterlineApp:
                     )  # type: ignore[misc]
                     preloaded = {i: row for (i, _), row in zip(keyed, loaded, strict=False)}
                 savepoint = ItemSavepoints(conn) if savepoints else None
+                self._prefetch(conn, jobs, known)
                 for i, job in enumerate(jobs):
+                    if job.route.prefetch is None:
+                        forget_batch_memos(conn)
                     repo = Repo(conn, job.scope)
                     if savepoint is None:
                         if job.route.defer_inserts:
@@ -644,6 +653,22 @@ class MeterlineApp:
                 if not isinstance(results[i], StripeError) or results[i].status >= 500:
                     results[i] = api_error(job.rid)
         return results
+
+    @staticmethod
+    def _prefetch(conn: Any, jobs: list[Job], known: dict[int, Exception] | None) -> None:
+        """The routes' `prefetch` reads for this batch's requests, one call per route."""
+        by_route: dict[Any, list[tuple[Scope, dict[str, Any]]]] = {}
+        for i, job in enumerate(jobs):
+            if job.route.prefetch is not None and not (known and i in known):
+                by_route.setdefault(job.route.prefetch, []).append((job.scope, job.data))
+        for prefetch, requests in by_route.items():
+            try:
+                prefetch(conn, requests)
+            except Exception as exc:
+                if is_database_error(exc):
+                    raise
+                forget_batch_memos(conn)
+                log.warning("a prefetch failed; the batch runs without", exc_info=True)
 
     @staticmethod
     def _flush_held(conn: Any, *, grouped_rows: bool = True) -> None:

@@ -172,8 +172,8 @@ def stream(call: Call) -> dict[str, Any]:
 
 
 def register(router: Router) -> None:
-    router.add("POST", "/v1/billing/meter_events", create_v1)
-    router.add("POST", "/v2/billing/meter_events", create_v2)
+    router.add("POST", "/v1/billing/meter_events", create_v1, prefetch=svc.prefetch)
+    router.add("POST", "/v2/billing/meter_events", create_v2, prefetch=svc.prefetch)
     router.add("POST", "/v1/billing/meter_event_adjustments", adjust_v1)
     router.add("POST", "/v2/billing/meter_event_adjustments", adjust_v2)
     # The response carries the token in clear: never stored for idempotent replay.

@@ -24,6 +24,7 @@ class Route:
     prepare: Callable[[dict[str, Any]], Any] | None = None
     precheck: Callable[[Any, Any], Any] | None = None
     defer_inserts: bool = False
+    prefetch: Callable[[Any, list[tuple[Any, dict[str, Any]]]], None] | None = None
 
 
 def compile_path(path: str) -> re.Pattern[str]:
@@ -51,6 +52,7 @@ class Router:
         prepare: Callable[[dict[str, Any]], Any] | None = None,
         precheck: Callable[[Any, Any], Any] | None = None,
         defer_inserts: bool = False,
+        prefetch: Callable[[Any, list[tuple[Any, dict[str, Any]]]], None] | None = None,
     ) -> None:
         """`offload=True` runs the handler on a worker thread (for work longer than a few ms);
         `list_of` names the object type a list route returns (for checking `expand[]`);
@@ -66,7 +68,13 @@ class Router:
         if it raises, the handler gets `prepare`'s result); `defer_inserts=True` lets a write
         batch on PostgreSQL hold back the handler's `Repo.insert` rows and send those of
         consecutive such requests in one statement (for handlers that read nothing they
-        inserted back, and that run no statement but through `Repo`)."""
+        inserted back, and that run no statement but through `Repo`); `prefetch(conn,
+        [(scope, data)])` runs in a write batch's transaction before its requests, once for
+        the batch's requests of this route, and reads in one statement what each would read
+        alone, remembering it under a key of `store.db.BATCH_MEMOS` (forgotten before a request
+        of another route runs; the handler must read the same without it: the data is raw and
+        unvalidated, so a prefetch skips what it cannot read, and one that fails is ignored
+        unless the database failed)."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"unknown auth kind {auth!r}")
         route = Route(
@@ -82,6 +90,7 @@ class Router:
             prepare,
             precheck,
             defer_inserts,
+            prefetch,
         )
         if "{" in path:
             self.dynamic.append(route)

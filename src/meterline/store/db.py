@@ -313,6 +313,16 @@ def is_retryable(exc: BaseException) -> bool:
 # transaction (a lock it holds, rows it read); a savepoint that rolls back forgets them all, since
 # the rollback may have undone what they remember. Modules add their keys at import.
 TRANSACTION_MEMOS: set[str] = set()
+# Keys of `Connection.info` under which a route's `prefetch` remembers rows for the requests of a
+# write batch (api.routing.Route.prefetch): forgotten before a request of any other route runs
+# in the batch (it may write what they remember), and, being TRANSACTION_MEMOS too, when a
+# savepoint rolls back.
+BATCH_MEMOS: set[str] = set()
+
+
+def forget_batch_memos(conn: Connection) -> None:
+    for key in BATCH_MEMOS:
+        conn.info.pop(key, None)
 
 
 class ItemSavepoints:
