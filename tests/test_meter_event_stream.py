@@ -359,3 +359,56 @@ def test_shape_errors_are_synchronous_and_store_nothing(server, acct):
     assert (ok.status_code, ok.json()) == (200, {})
     assert len(stored(server, cus)) == 1  # only the last request's event
     assert reports(server, account_of(server, cus)) == {}
+
+
+def test_a_customer_deleted_or_a_meter_deactivated_after_earlier_requests_refuses_events(
+    server, acct
+):
+    """Workers remember the customers and meters that the stream's validation found (SQLite:
+    while nothing was updated or deleted since); a deletion or a deactivation after many
+    accepted requests, on both workers, is seen by the next request at once."""
+    _, client, cus, meter, _ = acct
+
+    def codes(server, customer: str) -> dict[str, int]:
+        """Refusals per code over all the account's error reports."""
+        rows = sql(
+            server,
+            "SELECT counts FROM meter_event_error_reports WHERE account_id = :a",
+            a=account_of(server, customer),
+        )
+        out: dict[str, int] = {}
+        for (counts,) in rows:
+            for code, n in (json.loads(counts) if isinstance(counts, str) else counts).items():
+                out[code] = out.get(code, 0) + n
+        return out
+
+    gone = client.v1.customers.create({"name": "to delete"}).id
+    for _ in range(6):  # several requests: both workers validate (and remember) both customers
+        send(
+            server,
+            client,
+            [
+                {"event_name": "calls", "payload": {"stripe_customer_id": c, "value": "1"}}
+                for c in (cus, gone)
+            ],
+        )
+    assert len(stored(server, gone)) == 6
+    client.v1.customers.delete(gone)
+    for _ in range(4):
+        send(
+            server,
+            client,
+            [{"event_name": "calls", "payload": {"stripe_customer_id": gone, "value": "1"}}],
+        )
+    assert len(stored(server, gone)) == 6  # nothing more
+    assert codes(server, cus) == {"meter_event_customer_not_found": 4}
+
+    client.v1.billing.meters.deactivate(meter)
+    for _ in range(4):
+        send(
+            server,
+            client,
+            [{"event_name": "calls", "payload": {"stripe_customer_id": cus, "value": "1"}}],
+        )
+    assert len(stored(server, cus)) == 6
+    assert codes(server, cus) == {"meter_event_customer_not_found": 4, "archived_meter": 4}

@@ -116,13 +116,15 @@ class Checked:
     lookups: Lookups
 
 
-def check_stream(repo: Repo, events: list[EventInput]) -> Checked:
+def check_stream(repo: Repo, events: list[EventInput], *, shared: bool = True) -> Checked:
     """Validate each event as `meter_events.record` does; an event it refuses is left out and
     counted in its meter's error report. A duplicate identifier within the request keeps its
-    first event. Reads only: the stream runs it before its write transaction, where
-    `record_stream` then stores the outcome if what it read has not changed."""
+    first event. Reads only: the stream runs it before its write transaction, in a read
+    transaction (`shared`: the meters and customers it finds may be shared with later requests,
+    see `meter_events.Lookups`), where `record_stream` then stores the outcome if what it read
+    has not changed."""
     start = clock.now()
-    lookups = Lookups()
+    lookups = Lookups(shared=shared)
     lookups.read_epoch(repo)
     lookups.prefetch_customers(repo, events)
     reports: dict[str | None, _Report] = {}
@@ -157,7 +159,7 @@ def record_stream(
     write batch the events are appended with those of the batch's other stream requests, in
     one statement before the batch commits."""
     if checked is None or not checked.lookups.unchanged(repo):
-        checked = check_stream(repo, events)
+        checked = check_stream(repo, events, shared=False)
     if checked.rows:
         repo.add_unless_exists(meter_event_inbox, checked.rows, encoded=checked.encoded)
     rows = [

@@ -8,6 +8,7 @@ significant digits and a timestamp inside the window of the moment it was receiv
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -76,28 +77,71 @@ def _customer(repo: Repo, customer_id: str) -> dict[str, Any] | None:
     return repo.get(customers, customer_id)
 
 
+class _Found:
+    """Per process (SQLite): the meters and customers that validation found, in read
+    transactions of one database, since its validation epoch last moved. Always true: every
+    entry was read after the epoch read `epoch`, so while the epoch still reads `epoch` no
+    update or delete has touched it (inserts do not move the epoch, which is why only rows that
+    exist are kept: a row created since could turn a refusal into an acceptance)."""
+
+    MAX_CUSTOMERS = 100_000
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.engine: Any = None
+        self.epoch: int | None = None
+        self.meters: dict[tuple[str, bool, str], dict[str, Any]] = {}
+        self.customers: dict[tuple[str, bool, str], dict[str, Any]] = {}
+
+    def at(self, repo: Repo, epoch: int) -> tuple[dict, dict]:
+        """(meters, customers) valid at `epoch` in `repo`'s database (empty when it moved)."""
+        with self.lock:
+            engine = repo.conn.engine
+            if self.engine is not engine or self.epoch != epoch:
+                self.engine, self.epoch = engine, epoch
+                self.meters, self.customers = {}, {}
+            elif len(self.customers) > self.MAX_CUSTOMERS:
+                self.customers = {}
+            return self.meters, self.customers
+
+
+_FOUND = _Found()
+
+
 class Lookups:
     """Meters by event name and customers by id, each read once for a request that records many
     events (the stream); they do not change within the request's transaction. Read in another
     transaction (the stream validates before its write transaction), `unchanged` tells whether
-    everything validation read is still the same there."""
+    everything validation read is still the same there. With `shared` (only for lookups in a
+    read transaction, never in a write transaction whose changes may roll back), rows found
+    are shared with later requests of this process through `_Found` while the validation
+    epoch stays (SQLite)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool = False) -> None:
         self.epoch: int | None = None  # SQLite: the validation epoch read before everything else
         self.meters: dict[str, dict[str, Any] | None] = {}
         self.customers: dict[str, dict[str, Any] | None] = {}
         self.clocks: dict[str, int] = {}  # test clock id -> frozen time
+        self.shared = shared
+        self._found: tuple[dict, dict] | None = None  # _Found's (meters, customers) at epoch
 
     def meter(self, repo: Repo, event_name: str) -> dict[str, Any] | None:
         if event_name not in self.meters:
-            self.meters[event_name] = meters_service.by_event_name(repo, event_name)
+            if self._found is not None:
+                key = (repo.scope.account_id, repo.scope.livemode, event_name)
+                row = self._found[0].get(key)
+                if row is None:
+                    row = meters_service.by_event_name(repo, event_name)
+                    if row is not None:
+                        self._found[0][key] = row
+                self.meters[event_name] = row
+            else:
+                self.meters[event_name] = meters_service.by_event_name(repo, event_name)
         return self.meters[event_name]
 
     def customer(self, repo: Repo, customer_id: str) -> dict[str, Any] | None:
         if customer_id not in self.customers:
-            self.customers[customer_id] = repo.get_many(customers, [customer_id], _CUSTOMER).get(
-                customer_id
-            )
+            self._read_customers(repo, {customer_id})
         return self.customers[customer_id]
 
     def prefetch_customers(self, repo: Repo, events: list[EventInput]) -> None:
@@ -110,16 +154,33 @@ class Lookups:
                 cid = ev.payload.get(meter["customer_key"])
                 if cid and cid not in self.customers:
                     wanted.add(cid)
-        if not wanted:
-            return
+        if wanted:
+            self._read_customers(repo, wanted)
+
+    def _read_customers(self, repo: Repo, wanted: set[str]) -> None:
+        scope = (repo.scope.account_id, repo.scope.livemode)
+        if self._found is not None:
+            shared = self._found[1]
+            for cid in list(wanted):
+                row = shared.get((*scope, cid))
+                if row is not None:
+                    self.customers[cid] = row
+                    wanted.discard(cid)
+            if not wanted:
+                return
         found = repo.get_many(customers, sorted(wanted), _CUSTOMER)
         for cid in wanted:
-            self.customers[cid] = found.get(cid)
+            row = found.get(cid)
+            self.customers[cid] = row
+            if row is not None and self._found is not None:
+                self._found[1][(*scope, cid)] = row
 
     def read_epoch(self, repo: Repo) -> None:
         """Remember the validation epoch; call it before the first lookup (SQLite; see
         `store.tables.change_epochs`)."""
         self.epoch = repo.validation_epoch()
+        if self.shared and self.epoch is not None:
+            self._found = _FOUND.at(repo, self.epoch)
 
     def unchanged(self, repo: Repo) -> bool:
         """Whether the meters, customers and test clock times read so far read the same in
