@@ -176,10 +176,30 @@ def test_a_test_clock_advance_and_a_billing_run_move_the_inbox_first(setup):
     assert out["status"] == "ready"  # no Advancer here: the advance ran in its request
     assert _pending(app) == [] and len(_stored(app, a)) == 1
 
+    # A billing run with nothing due leaves the inbox to the drain (a move holds the write
+    # lock); one with an invoice due moves it first, and the invoice counts the event.
+    price = _one(
+        app,
+        scope,
+        "/v1/prices",
+        f"currency=usd&unit_amount=3&product_data[name]=inbox&recurring[interval]=month"
+        f"&recurring[usage_type]=metered&recurring[meter]={meter}".encode(),
+    )["id"]
+    sub = _one(app, scope, "/v1/subscriptions", f"customer={b}&items[0][price]={price}".encode())
     _stream(app, scope, [ev(name, b, "2", uid("t"))])
     assert len(_pending(app)) == 1
     due_work.bill_due(app.db, clock.now())
+    assert len(_pending(app)) == 1  # nothing was due
+    end = sub["items"]["data"][0]["current_period_end"]
+    due_work.bill_due(app.db, end + 7200)
     assert _pending(app) == [] and len(_stored(app, b)) == 1
+    ((subtotal,),) = _fetch(
+        app,
+        "SELECT subtotal FROM invoices WHERE subscription = :s AND period_end = :e",
+        s=sub["id"],
+        e=end,
+    )
+    assert subtotal == 6  # the event's 2 units at 3 cents
 
 
 def test_an_identifier_stored_by_v1_is_not_stored_again_by_the_move(setup):

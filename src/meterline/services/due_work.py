@@ -260,8 +260,6 @@ def bill_due(
     connections at once (default LANES; SQLite has one writer, so one lane): a customer's
     steps all go to one lane. When a step fails, its chunk is run again one step per
     transaction: the failing step is logged and left for the next run, the others go on."""
-    with db.write() as conn:  # invoices count every event received so far
-        inbox.move_all(conn)
     if lanes is None:
         lanes = LANES if db.dialect == "postgresql" else 1
     lanes = max(1, lanes)
@@ -280,6 +278,7 @@ def bill_due(
                     progress(done)
 
     analyzed = 0
+    moved = False
     while True:
         if db.dialect == "postgresql" and total - analyzed >= ANALYZE_EVERY:
             _analyze(db)
@@ -325,6 +324,10 @@ def bill_due(
         )[:BATCH]
         if not work:
             return total
+        if not moved:  # invoices count every event received so far (only when any is due:
+            with db.write() as conn:  # a move holds the write lock while it runs)
+                inbox.move_all(conn)
+            moved = True
         if lanes == 1:
             run_lane(work)
             continue

@@ -14,7 +14,15 @@ from meterline.store.types import DecimalText
 metadata = sa.MetaData()
 
 
-def _owned(name: str, *cols: sa.Column, indexes: tuple = ()) -> sa.Table:  # type: ignore[type-arg]
+def _owned(
+    name: str,
+    *cols: sa.Column,  # type: ignore[type-arg]
+    indexes: tuple = (),
+    listed: bool = True,
+) -> sa.Table:
+    """A table of objects an account owns: `seq` (insertion order), `id`, `account_id`,
+    `livemode`, `created`, unique ids per account and mode, and (`listed`) the index that list
+    requests walk, newest first."""
     return sa.Table(
         name,
         metadata,
@@ -30,7 +38,11 @@ def _owned(name: str, *cols: sa.Column, indexes: tuple = ()) -> sa.Table:  # typ
         sa.Column("created", sa.BigInteger, nullable=False),
         *cols,
         sa.UniqueConstraint("id", "account_id", "livemode", name=f"uq_{name}_id"),
-        sa.Index(f"ix_{name}_list", "account_id", "livemode", "created", "seq"),
+        *(
+            (sa.Index(f"ix_{name}_list", "account_id", "livemode", "created", "seq"),)
+            if listed
+            else ()
+        ),
         *indexes,
     )
 
@@ -159,6 +171,8 @@ meter_events = _owned(
             "ix_meter_events_usage", "account_id", "livemode", "customer", "meter", "timestamp"
         ),
     ),
+    # No list index: nothing lists meter events, and every insert paid for it (migration 0012).
+    listed=False,
 )
 
 # The v2 stream's landing log: events of stream requests that passed validation, appended when
