@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from meterline.api import render
@@ -35,16 +36,24 @@ def _payload(p: Params) -> dict[str, str]:
     return out
 
 
-def _rfc3339(raw: str, param: str) -> int:
+@lru_cache(maxsize=1024)
+def _parse_rfc3339(raw: str) -> int | str:
+    """Unix seconds, or why `raw` is not an RFC 3339 time (remembered: a stream request's events
+    mostly carry the same few timestamps)."""
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise invalid(
-            param, f"Invalid timestamp {raw!r}: use RFC 3339, e.g. 2026-11-25T17:00:00.000Z."
-        ) from None
+        return "use RFC 3339, e.g. 2026-11-25T17:00:00.000Z."
     if dt.tzinfo is None:
-        raise invalid(param, f"Invalid timestamp {raw!r}: it must carry a time zone (Z or +hh:mm).")
+        return "it must carry a time zone (Z or +hh:mm)."
     return int(dt.timestamp())
+
+
+def _rfc3339(raw: str, param: str) -> int:
+    ts = _parse_rfc3339(raw)
+    if isinstance(ts, str):
+        raise invalid(param, f"Invalid timestamp {raw!r}: {ts}")
+    return ts
 
 
 def _input(p: Params, *, v2: bool) -> svc.EventInput:
