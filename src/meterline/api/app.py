@@ -2,8 +2,9 @@
 
 Order: route -> body (1 MiB cap) -> auth -> decode -> writes join a batch, and on its writer
 thread: [the route's `prepare`, then its `precheck` reads, before the transaction] -> one
-transaction ([idempotency], handler, unknown-parameter check, expand, render; held-back inserts
-sent) -> response with Request-Id, after the commit.
+transaction ([idempotency], [the routes' `prefetch` reads for the whole batch], handler,
+unknown-parameter check, expand, render; held-back inserts sent) -> response with Request-Id,
+after the commit.
 """
 
 from __future__ import annotations
