@@ -25,7 +25,9 @@ dropped and recreated):
    its drain has emptied the stream's landing log (`meter_event_inbox`): the
    stored events must be at least the accepted ones (2xx responses x events per request) and at
    most the sent ones (requests started, including those still in flight when wrk stopped,
-   which the server completes after wrk has gone). `meter_event_error_reports` must stay empty,
+   which the server completes after wrk has gone); and from before the warm-up to after the
+   last run, the rows added must be at least all the accepted events (so that no event can
+   hide between two runs' counts). `meter_event_error_reports` must stay empty,
    since the stream reports invalid events there instead of failing the request. The CPU time
    of the server's processes, of the PostgreSQL backends serving it, and of wrk is read around
    each run.
@@ -229,6 +231,10 @@ class Op:
     runs: list[Any] = field(default_factory=list)  # measured runs (HttpRun or RawRun)
     warmups: list[Any] = field(default_factory=list)
     failure: str | None = None
+    # HTTP ops: rows of meter_events added from before the warm-up to after the last run (no
+    # gap between runs can hide an event there), and the events accepted meanwhile.
+    whole_stored: int | None = None
+    whole_accepted: int | None = None
 
     def rate(self, run: Any) -> float:
         return run.events_per_s if isinstance(run, HttpRun) else run.rows_per_s
@@ -251,7 +257,8 @@ class Op:
 
     @property
     def count_ok(self) -> bool:
-        return all(r.count_ok for r in self.all_http)
+        whole = self.whole_stored is None or self.whole_stored >= (self.whole_accepted or 0)
+        return whole and all(r.count_ok for r in self.all_http)
 
 
 @dataclass
@@ -348,7 +355,12 @@ class Counter:
                 and not self.count("meter_event_inbox")
                 and not self.busy()
             ):
-                return now
+                # A move that committed between the count above and the look at the landing
+                # log would have left that count short: count again, and settle only if equal.
+                again = self.count()
+                if again == now:
+                    return now
+                last, since = again, time.monotonic()
         raise PhaseError(f"meter_events kept changing for {SETTLE_TIMEOUT:.0f}s after wrk stopped")
 
     def busy(self) -> bool:
@@ -622,6 +634,7 @@ def measure_http(
     result = Op(database, op)
     print(f"- {database} {op}", flush=True)
     slug = f"{database}-{'v2' if op == 'v2 stream' else 'v1'}"
+    start = counter.count()
     try:
         if settings.warmup > 0:
             warm = wrk_once(
@@ -638,6 +651,14 @@ def measure_http(
     except (PhaseError, subprocess.TimeoutExpired, OSError) as exc:
         result.failure = str(exc)
         print(f"  FAILED: {exc}", flush=True)
+    if result.failure is None:
+        result.whole_stored = counter.count() - start
+        result.whole_accepted = sum(r.accepted for r in result.all_http)
+        print(
+            f"    over the whole operation: stored {result.whole_stored:,},"
+            f" accepted {result.whole_accepted:,}",
+            flush=True,
+        )
     for r in result.all_http:
         for s in r.samples:
             print(f"  ! {r.label}: a failed request answered {s[:300]}", flush=True)
@@ -929,7 +950,7 @@ HEADER = [
 
 def count_text(op: Op) -> str:
     runs = op.all_http
-    stored = sum(r.stored for r in runs)
+    stored = sum(r.stored for r in runs) if op.whole_stored is None else op.whole_stored
     accepted = sum(r.accepted for r in runs)
     if not op.count_ok:
         return f"NO: stored {stored:,}, accepted {accepted:,}"
