@@ -1113,7 +1113,9 @@ def write_report(
         " emptied the stream's landing log (the stream's 200 means accepted into that log; the"
         " drain moves it into `meter_events` every 2 seconds); it must hold at"
         " least every accepted event and at most every sent one (requests still in flight when"
-        " wrk stops are completed by the server after wrk has gone; they are the `+ n`). The"
+        " wrk stops are completed by the server after wrk has gone; they are the `+ n`), and"
+        " from before the warm-up to after the last run the rows added must cover every"
+        " accepted event (the table's `+ n` is counted that way). The"
         " stream leaves invalid events out and reports them in `meter_event_error_reports`,"
         " which must stay empty"
         + "".join(
