@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from meterline.store.db import Database
+from meterline.store.db import Database, is_lock_busy
 from meterline.store.repo import Repo, Scope
 
 
@@ -60,7 +60,9 @@ def created_where(column: Any, ranges: Sequence[tuple[str, int]]) -> list[Any]:
 class Periodic:
     """Calls `tick` every `interval` seconds on a daemon thread of its own (one per server
     worker) until `stop`. A tick that raises is logged and the next one tries again: background
-    work here runs in its own transactions, so a failed tick has changed nothing."""
+    work here runs in its own transactions, so a failed tick has changed nothing. A PostgreSQL
+    lock timeout (writers kept the lock longer than the tick would wait) is logged in one line
+    at INFO: it is contention, not a failure."""
 
     thread_name = "meterline-periodic"
     what = "background work"  # for the log line of a failed tick
@@ -86,7 +88,14 @@ class Periodic:
         while not self._stop.wait(self.interval):
             try:
                 self.tick()
-            except Exception:
+            except Exception as exc:
+                if is_lock_busy(exc):  # busy writers (a PostgreSQL lock_timeout): no traceback
+                    logging.getLogger(self.logger).info(
+                        "%s waited too long for a lock; retrying in %.1f s",
+                        self.what,
+                        self.interval,
+                    )
+                    continue
                 logging.getLogger(self.logger).exception(
                     "%s failed; retrying in %.1f s", self.what, self.interval
                 )

@@ -303,6 +303,12 @@ def is_database_error(exc: BaseException) -> bool:
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 
+def is_lock_busy(exc: BaseException) -> bool:
+    """PostgreSQL gave up waiting for a lock (`lock_timeout`): contention, not a failure."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) == "55P03"
+
+
 def is_retryable(exc: BaseException) -> bool:
     """A database error that aborts the transaction and that a new attempt can clear."""
     orig = getattr(exc, "orig", exc)
