@@ -38,44 +38,6 @@ class EventInput:
 
 _CUSTOMER = ("deleted", "test_clock")  # what validation reads of a customer
 
-# conn.info: (transaction, {(account, livemode, customer id): its _CUSTOMER columns, or None
-# when it does not exist}): the customers a write batch's v1 events name, read in one statement
-# by `prefetch` (forgotten before a request of another kind runs, see store.db.BATCH_MEMOS).
-PREFETCHED = "meterline_event_customers"
-TRANSACTION_MEMOS.add(PREFETCHED)
-BATCH_MEMOS.add(PREFETCHED)
-
-
-def prefetch(conn: Connection, requests: list[tuple[Scope, dict[str, Any]]]) -> None:
-    """Read the customers that a write batch's event requests name (their decoded, unvalidated
-    bodies) in one statement per account and mode, for `validate` to find (the meters come from
-    `meters.by_event_name`, which remembers them for the transaction). What it cannot read is
-    left for `validate`, which reads it alone."""
-    wanted: dict[Scope, set[str]] = {}
-    for scope, data in requests:
-        name, payload = data.get("event_name"), data.get("payload")
-        if not isinstance(name, str) or not isinstance(payload, dict):
-            continue
-        meter = meters_service.by_event_name(Repo(conn, scope), name)
-        cid = payload.get(meter["customer_key"]) if meter is not None else None
-        if isinstance(cid, str) and cid:
-            wanted.setdefault(scope, set()).add(cid)
-    held: dict[tuple[str, bool, str], dict[str, Any] | None] = {}
-    for scope, ids in wanted.items():
-        found = Repo(conn, scope).get_many(customers, sorted(ids), _CUSTOMER)
-        for cid in ids:
-            held[(scope.account_id, scope.livemode, cid)] = found.get(cid)
-    conn.info[PREFETCHED] = (conn.get_transaction(), held)
-
-
-def _customer(repo: Repo, customer_id: str) -> dict[str, Any] | None:
-    held = repo.conn.info.get(PREFETCHED)
-    if held is not None and held[0] is repo.conn.get_transaction():
-        key = (repo.scope.account_id, repo.scope.livemode, customer_id)
-        if key in held[1]:
-            return held[1][key]
-    return repo.get(customers, customer_id)
-
 
 class _Found:
     """Per process (SQLite): the meters and customers that validation found, in read
@@ -209,6 +171,38 @@ class Lookups:
         return True
 
 
+# conn.info: (transaction, {scope: Lookups}): the meters and customers a write batch's event
+# requests name, read by `prefetch` before they run, one statement per account and mode for the
+# customers (forgotten before a request of another kind runs, see store.db.BATCH_MEMOS).
+PREFETCHED = "meterline_event_lookups"
+TRANSACTION_MEMOS.add(PREFETCHED)
+BATCH_MEMOS.add(PREFETCHED)
+
+
+def prefetch(conn: Connection, requests: list[tuple[Scope, dict[str, Any]]]) -> None:
+    """Read the meters and customers that a write batch's event requests name (their decoded,
+    unvalidated bodies), for `record` to validate them with. What is not a string is left out:
+    validation refuses it, or reads what it needs alone."""
+    events: dict[Scope, list[EventInput]] = {}
+    for scope, data in requests:
+        name, payload = data.get("event_name"), data.get("payload")
+        if isinstance(name, str) and isinstance(payload, dict):
+            strings = {k: v for k, v in payload.items() if isinstance(v, str)}
+            events.setdefault(scope, []).append(EventInput(name, strings, None, None))
+    held: dict[Scope, Lookups] = {}
+    for scope, evs in events.items():
+        held[scope] = Lookups()
+        held[scope].prefetch_customers(Repo(conn, scope), evs)
+    conn.info[PREFETCHED] = (conn.get_transaction(), held)
+
+
+def _prefetched(repo: Repo) -> Lookups | None:
+    held = repo.conn.info.get(PREFETCHED)
+    if held is None or held[0] is not repo.conn.get_transaction():
+        return None
+    return held[1].get(repo.scope)
+
+
 def validate(
     repo: Repo, ev: EventInput, *, param_prefix: str = "", lookups: Lookups | None = None
 ) -> dict[str, Any]:
@@ -245,7 +239,9 @@ def validate(
             param=f"{p}payload[{ckey}]",
         )
     cust = (
-        lookups.customer(repo, customer_id) if lookups is not None else _customer(repo, customer_id)
+        lookups.customer(repo, customer_id)
+        if lookups is not None
+        else repo.get(customers, customer_id)
     )
     if cust is None or cust["deleted"]:
         raise ServiceError(
@@ -323,7 +319,10 @@ def record(
     repo: Repo, ev: EventInput, *, param_prefix: str = "", lookups: Lookups | None = None
 ) -> dict[str, Any]:
     """Validate and store one event; returns the stored row. Raises before writing anything
-    (a duplicate identifier is found by insert-if-absent, which writes nothing)."""
+    (a duplicate identifier is found by insert-if-absent, which writes nothing). Without
+    `lookups`, those its write batch's `prefetch` read are used."""
+    if lookups is None:
+        lookups = _prefetched(repo)
     row = validate(repo, ev, param_prefix=param_prefix, lookups=lookups)
     _ingest_lock(repo)
     if not repo.insert_unless_exists(meter_events, row):
